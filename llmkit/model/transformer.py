@@ -1,0 +1,164 @@
+"""The Transformer: token ids in, next-token logits out. It never sees strings.
+
+    tokens (B, T) ─ tok_emb ─► x (B, T, C) ─ [Block × n_layer] ─ norm_f ─ lm_head ─► logits (B, T, V)
+
+One class covers GPT-2 and Llama/SmolLM/Qwen2 through ModelConfig flags.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from llmkit.core.errors import ContextOverflowError
+from llmkit.model.config import ModelConfig
+from llmkit.model.kv_cache import KVCache
+from llmkit.model.layers import Block, make_norm
+from llmkit.model.rope import rope_cache, rope_inv_freq
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.pos == "learned":
+            self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm_f = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # one Parameter, stored once on save
+        self._rope_len = 0
+        if cfg.pos == "rope":
+            self._build_rope(min(cfg.max_seq_len, 4096))
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _build_rope(self, length: int) -> None:
+        """cos/sin tables are buffers (follow .to(device)) but not saved: they derive from config."""
+        c = self.cfg
+        inv_freq, scale = rope_inv_freq(c.dim_head, c.rope_theta, c.rope_scaling, c.rope_factor,
+                                        c.rope_original_max_seq_len, c.rope_low_freq_factor,
+                                        c.rope_high_freq_factor, c.yarn_beta_fast, c.yarn_beta_slow)
+        cos, sin = rope_cache(inv_freq, length, scale)
+        device = self.tok_emb.weight.device
+        self.register_buffer("rope_cos", cos.to(device), persistent=False)  # (S, D/2)
+        self.register_buffer("rope_sin", sin.to(device), persistent=False)
+        self._rope_len = length
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> "Transformer":
+        """All weight init in one place: N(0, std), residual projections scaled by 1/sqrt(2L)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                # residual-stream writers (wo, w_down) add up over 2L layers: keep their sum at unit scale
+                s = std / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("wo.weight", "w_down.weight")) else std
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * s)
+        return self
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if self.cfg.pos == "learned":
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    # ---- weights in and out -----------------------------------------------------------------
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """state_dict without the tied lm_head copy (safetensors refuses shared storage)."""
+        sd = self.state_dict()
+        if self.cfg.tie_embeddings:
+            sd.pop("lm_head.weight", None)
+        return sd
+
+    def tie_weights(self) -> None:
+        """Point the head at the embedding (after anything that may have replaced Parameters)."""
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def load_weights(self, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+        self.tie_weights()
+        tensors = dict(tensors)
+        if self.cfg.tie_embeddings:
+            tensors.pop("lm_head.weight", None)  # re-tied: the embedding is the head
+            missing, unexpected = self.load_state_dict(tensors, strict=False)
+            missing = [m for m in missing if m != "lm_head.weight"]
+        else:
+            missing, unexpected = self.load_state_dict(tensors, strict=False)
+        if strict and (missing or unexpected):
+            raise KeyError(f"missing={missing[:5]} unexpected={unexpected[:5]}")
+
+    # ---- forward ------------------------------------------------------------------------------
+    @classmethod
+    def from_state_dict(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> "Transformer":
+        """Build a model straight onto given weights (no wasted random init)."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        model = model.to_empty(device="cpu")
+        if cfg.pos == "rope":
+            model._build_rope(model._rope_len)  # the tables were built on the meta device
+        model.load_weights(tensors)
+        return model.eval()
+
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, V), or (B, 1, V) with last_only.
+
+        With a cache, idx fills the next T slots of every row (see KVCache).
+        """
+        B, T = idx.shape
+        pos0 = kv_cache.pos if kv_cache is not None else 0
+        end = pos0 + T
+        limit = min(self.cfg.max_seq_len, kv_cache.max_len) if kv_cache is not None else self.cfg.max_seq_len
+        if end > limit:
+            raise ContextOverflowError(
+                f"sequence of {end} tokens exceeds the context window of {limit}",
+                "shorten the prompt or lower max_tokens")
+        x = self.tok_emb(idx)  # (B, T, C)
+        padded = kv_cache is not None and kv_cache.padded
+        positions = kv_cache.positions(T) if padded else None  # (B, T), only when rows differ
+        cos = sin = None
+        if self.cfg.pos == "rope":
+            if end > self._rope_len:
+                self._build_rope(max(end, 2 * self._rope_len))
+            if positions is None:
+                cos, sin = self.rope_cos[pos0:end][None, None], self.rope_sin[pos0:end][None, None]  # (1, 1, T, D/2)
+            else:
+                cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # (B, 1, T, D/2)
+        else:
+            pos_ids = positions if positions is not None else torch.arange(pos0, end, device=idx.device)
+            x = x + self.pos_emb(pos_ids)
+        x = self.drop(x)
+        mask = self._mask(kv_cache, T, idx.device)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.norm_f(x))
+
+    @staticmethod
+    def _mask(kv_cache: KVCache | None, T: int, device) -> torch.Tensor | None:
+        """Boolean (B, 1, T, S) mask, or None when SDPA's own causal handling is exact."""
+        if kv_cache is None or (not kv_cache.padded and (kv_cache.pos == 0 or T == 1)):
+            return None
+        pos0 = kv_cache.pos
+        keys = torch.arange(pos0 + T, device=device)  # (S,)
+        queries = torch.arange(pos0, pos0 + T, device=device)  # (T,)
+        causal = keys[None, :] <= queries[:, None]  # (T, S)
+        valid = keys[None, :] >= kv_cache.start[:, None]  # (B, S): left padding is invisible
+        mask = causal[None] & valid[:, None, :]  # (B, T, S)
+        # a pad query sees no real key; letting it see itself keeps its row finite (no NaN leaks)
+        mask |= keys[None, None, :] == queries[None, :, None]
+        return mask[:, None]
