@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Convert SRC (GGUF file, llmkit checkpoint, HF directory or packaged name) into DST.")
     p.add_argument("src", help="source model")
     p.add_argument("dst", help="destination directory")
-    p.add_argument("--to", default="llmkit", choices=["llmkit", "hf"], help="output format (default %(default)s)")
-    p.add_argument("--dtype", default="float32", help="weight dtype to write (default %(default)s)")
+    p.add_argument("--to", default="llmkit", choices=["llmkit", "hf", "gguf"],
+                   help="output format: llmkit checkpoint, Hugging Face directory, or a GGUF file (default %(default)s)")
+    p.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"],
+                   help="GGUF weight type (with --to gguf; default %(default)s)")
+    p.add_argument("--dtype", default="float32", help="dtype the model is loaded in before writing (default %(default)s)")
 
     p = sub.add_parser("info", help="architecture, parameters, dtype, context, template, size",
                        description="Describe a model.")
@@ -114,7 +117,7 @@ def cmd_generate(a) -> None:
 def cmd_convert(a) -> None:
     from llmkit.formats.convert import convert
 
-    out = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
+    out = convert(a.src, a.dst, to=a.to, dtype=a.dtype, outtype=a.outtype)
     print(f"wrote {out}")
 
 

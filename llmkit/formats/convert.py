@@ -10,11 +10,15 @@ from llmkit.core.errors import ConfigError
 from llmkit.formats.hf import save_hf
 from llmkit.formats.loader import load_model, resolve, save_model
 
-TARGETS = ("llmkit", "hf")
+TARGETS = ("llmkit", "hf", "gguf")
 
 
-def convert(src: str, dst: str | os.PathLike, to: str = "llmkit", dtype: str = "float32") -> Path:
-    """Convert a GGUF, llmkit checkpoint or HF directory into an llmkit checkpoint or an HF directory."""
+def convert(src: str, dst: str | os.PathLike, to: str = "llmkit", dtype: str = "float32",
+            outtype: str = "f16") -> Path:
+    """Convert a GGUF, llmkit checkpoint or HF directory into an llmkit checkpoint, an HF directory or a GGUF.
+
+    ``outtype`` (GGUF only): f32, f16, bf16, q8_0, q4_0 or q4_1.
+    """
     if to not in TARGETS:
         raise ConfigError(f"unknown conversion target {to!r}", f"choose one of: {', '.join(TARGETS)}")
     lm = load_model(src, device="cpu", dtype=dtype, use_cache=False)
@@ -22,6 +26,10 @@ def convert(src: str, dst: str | os.PathLike, to: str = "llmkit", dtype: str = "
         raise ConfigError(f"destination {str(dst)!r} is the source", "write to a new directory")
     if to == "hf":
         return save_hf(dst, lm.config, lm.model.export_state_dict(), lm.tokenizer)
+    if to == "gguf":
+        from llmkit.formats.gguf_export import save_gguf
+
+        return save_gguf(dst, lm.config, lm.model.export_state_dict(), lm.tokenizer, outtype, name=lm.name)
     meta = {"stage": lm.meta.get("stage", "import"), "parent": str(lm.path.resolve()),
             "source_format": lm.meta.get("source_format", "llmkit"), "name": lm.name,
             "lineage": list(lm.meta.get("lineage", [])) + [{"op": "convert", "from": str(lm.path.resolve())}]}

@@ -73,7 +73,7 @@ class Engine:
         if default_stop_ids is None:
             default_stop_ids = end_of_turn_ids(tokenizer)
         self.default_stop_ids = set(default_stop_ids)
-        self.special_ids = {i for i in range(tokenizer.vocab_size) if tokenizer.is_special(i)}
+        self.special_ids = set(tokenizer.special_tokens.values())
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
 
     @property
