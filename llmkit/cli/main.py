@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture, parameters, dtype, context, template, size",
                        description="Describe a model.")
     p.add_argument("model", nargs="?", default="smollm2", help="model to describe (default %(default)s)")
+    p.add_argument("--preset", default=None,
+                   help="describe an architecture preset instead (no weights), e.g. gpt2, smollm2-135m, tiny-llama")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -122,9 +124,9 @@ def cmd_convert(a) -> None:
 
 
 def cmd_info(a) -> None:
-    from llmkit.formats.convert import info
+    from llmkit.formats.convert import info, preset_info
 
-    data = info(a.model)
+    data = preset_info(a.preset) if a.preset else info(a.model)
     if a.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return

@@ -42,6 +42,22 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _arch_fields(cfg) -> dict[str, Any]:
+    return {"arch": cfg.arch, "context_length": cfg.max_seq_len, "vocab_size": cfg.vocab_size,
+            "n_layer": cfg.n_layer, "d_model": cfg.d_model, "n_head": cfg.n_head, "n_kv_head": cfg.kv_heads,
+            "d_ff": cfg.ff_dim, "positions": cfg.pos, "rope_theta": cfg.rope_theta if cfg.pos == "rope" else None,
+            "rope_scaling": cfg.rope_scaling, "norm": cfg.norm, "mlp": cfg.mlp,
+            "tied_embeddings": cfg.tie_embeddings}
+
+
+def preset_info(name: str) -> dict[str, Any]:
+    """Architecture and parameter count of a named preset (nothing is allocated)."""
+    from llmkit.model import Transformer, preset
+
+    cfg = preset(name)
+    return {"preset": name, "parameters": Transformer(cfg, device="meta").num_params(), **_arch_fields(cfg)}
+
+
 def info(model: str = "smollm2") -> dict[str, Any]:
     """Architecture, parameter count, dtype, context, chat template and size of a model."""
     path, kind = resolve(model)
@@ -50,12 +66,7 @@ def info(model: str = "smollm2") -> dict[str, Any]:
     tmpl = lm.tokenizer.chat_template
     return {
         "model": str(model), "path": str(path), "format": kind, "file_size_bytes": _size(path),
-        "arch": cfg.arch, "parameters": lm.model.num_params(),
-        "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
-        "context_length": cfg.max_seq_len, "vocab_size": cfg.vocab_size, "n_layer": cfg.n_layer,
-        "d_model": cfg.d_model, "n_head": cfg.n_head, "n_kv_head": cfg.kv_heads, "d_ff": cfg.ff_dim,
-        "positions": cfg.pos, "rope_theta": cfg.rope_theta if cfg.pos == "rope" else None,
-        "norm": cfg.norm, "mlp": cfg.mlp, "tied_embeddings": cfg.tie_embeddings,
-        "chat_template": (tmpl[:120] + "…") if tmpl and len(tmpl) > 120 else tmpl,
+        "parameters": lm.model.num_params(), "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+        **_arch_fields(cfg), "chat_template": (tmpl[:120] + "…") if tmpl and len(tmpl) > 120 else tmpl,
         "bos_id": lm.tokenizer.bos_id, "eos_id": lm.tokenizer.eos_id,
     }

@@ -138,7 +138,7 @@ def save_gguf(path: str | os.PathLike, cfg: ModelConfig, sd: dict[str, torch.Ten
             if qtype in ("q8_0", "q4_0", "q4_1") and t.shape[-1] % 32:
                 qtype = "f16"  # rows must be whole 32-value blocks
             data = quantize(t, qtype.upper())
-            w.add_tensor(tname, np.ascontiguousarray(data), raw_shape=list(t.shape),
+            w.add_tensor(tname, np.ascontiguousarray(data),  # uint8 (rows, row_bytes): gguf derives the shape
                          raw_dtype=getattr(gguf.GGMLQuantizationType, qtype.upper()))
         w.write_header_to_file()
         w.write_kv_data_to_file()

@@ -118,6 +118,10 @@ class Engine:
             if bad:
                 raise GenerationError(f"token id {bad[0]} is outside the vocabulary (size {self.model.cfg.vocab_size})",
                                       "encode prompts with this model's tokenizer")
+            if len(prompt) >= ctx:
+                raise ContextOverflowError(
+                    f"prompt of {len(prompt)} tokens exceeds the context window of {ctx}",
+                    f"shorten the prompt to at most {ctx - 1} tokens (nothing is cut silently)")
             if len(prompt) + p.max_tokens > ctx:
                 raise ContextOverflowError(
                     f"prompt of {len(prompt)} tokens + max_tokens {p.max_tokens} exceeds the context window of {ctx}",

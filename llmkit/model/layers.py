@@ -7,16 +7,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmkit.model.config import ModelConfig
+from llmkit.model.linear import Linear
 from llmkit.model.rope import apply_rope
 
 
 class RMSNorm(nn.Module):
     """x / rms(x) * weight: LayerNorm without mean-centering or bias (Llama)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, device=None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:  # one fused op: at batch-1 decode, op count is the overhead
@@ -27,25 +28,25 @@ class RMSNorm(nn.Module):
         return (xf * self.weight.float()).to(x.dtype)
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
+def make_norm(cfg: ModelConfig, device=None) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.d_model, cfg.norm_eps)
-    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        return RMSNorm(cfg.d_model, cfg.norm_eps, device=device)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, device=device)
 
 
 class Attention(nn.Module):
     """Causal self-attention with MHA/GQA/MQA, optional RoPE and a KV cache."""
 
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, device=None):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.dim_head
         self.use_rope = cfg.pos == "rope"
         self.dropout = cfg.dropout
-        self.wq = nn.Linear(cfg.d_model, self.n_head * self.head_dim, bias=cfg.qkv_bias)
-        self.wk = nn.Linear(cfg.d_model, self.n_kv_head * self.head_dim, bias=cfg.qkv_bias)
-        self.wv = nn.Linear(cfg.d_model, self.n_kv_head * self.head_dim, bias=cfg.qkv_bias)
-        self.wo = nn.Linear(self.n_head * self.head_dim, cfg.d_model, bias=cfg.attn_out_bias)
+        self.wq = Linear(cfg.d_model, self.n_head * self.head_dim, bias=cfg.qkv_bias, device=device)
+        self.wk = Linear(cfg.d_model, self.n_kv_head * self.head_dim, bias=cfg.qkv_bias, device=device)
+        self.wv = Linear(cfg.d_model, self.n_kv_head * self.head_dim, bias=cfg.qkv_bias, device=device)
+        self.wo = Linear(self.n_head * self.head_dim, cfg.d_model, bias=cfg.attn_out_bias, device=device)
 
     def forward(self, x, cos, sin, mask, kv_cache=None):
         B, T, _ = x.shape
@@ -68,14 +69,14 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """SwiGLU (Llama): down(silu(gate(x)) * up(x)); GELU (GPT-2): down(gelu(up(x)))."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, device=None):
         super().__init__()
         self.gated = cfg.mlp == "swiglu"
         self.approx = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         if self.gated:
-            self.w_gate = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.mlp_bias)
-        self.w_up = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.mlp_bias)
-        self.w_down = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.mlp_bias)
+            self.w_gate = Linear(cfg.d_model, cfg.ff_dim, bias=cfg.mlp_bias, device=device)
+        self.w_up = Linear(cfg.d_model, cfg.ff_dim, bias=cfg.mlp_bias, device=device)
+        self.w_down = Linear(cfg.ff_dim, cfg.d_model, bias=cfg.mlp_bias, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:
@@ -86,12 +87,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, device=None):
         super().__init__()
-        self.attn_norm = make_norm(cfg)
-        self.attn = Attention(cfg, layer_idx)
-        self.mlp_norm = make_norm(cfg)
-        self.mlp = MLP(cfg)
+        self.attn_norm = make_norm(cfg, device)
+        self.attn = Attention(cfg, layer_idx, device)
+        self.mlp_norm = make_norm(cfg, device)
+        self.mlp = MLP(cfg, device)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cos, sin, mask, kv_cache=None):

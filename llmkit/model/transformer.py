@@ -16,35 +16,42 @@ from llmkit.core.errors import ContextOverflowError
 from llmkit.model.config import ModelConfig
 from llmkit.model.kv_cache import KVCache
 from llmkit.model.layers import Block, make_norm
+from llmkit.model.linear import Linear
 from llmkit.model.rope import rope_cache, rope_inv_freq
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, device: torch.device | str | None = None):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # _weight=empty skips nn.Embedding's own init: init_weights() below is the one place for it
+        # (and on the meta device its normal_ would drag in torch._dynamo, ~1.5 s of imports)
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model,
+                                    _weight=torch.empty(cfg.vocab_size, cfg.d_model, device=device))
         if cfg.pos == "learned":
-            self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+            self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model,
+                                        _weight=torch.empty(cfg.max_seq_len, cfg.d_model, device=device))
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm_f = make_norm(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.blocks = nn.ModuleList(Block(cfg, i, device) for i in range(cfg.n_layer))
+        self.norm_f = make_norm(cfg, device)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=False, device=device)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # one Parameter, stored once on save
         self._rope_len = 0
         if cfg.pos == "rope":
-            self._build_rope(min(cfg.max_seq_len, 4096))
+            self._build_rope(min(cfg.max_seq_len, 4096), "cpu" if str(device) == "meta" else device)
+        if str(device) != "meta":
+            self.init_weights()
 
     # ---- setup -------------------------------------------------------------------------------
-    def _build_rope(self, length: int) -> None:
+    def _build_rope(self, length: int, device=None) -> None:
         """cos/sin tables are buffers (follow .to(device)) but not saved: they derive from config."""
         c = self.cfg
         inv_freq, scale = rope_inv_freq(c.dim_head, c.rope_theta, c.rope_scaling, c.rope_factor,
                                         c.rope_original_max_seq_len, c.rope_low_freq_factor,
                                         c.rope_high_freq_factor, c.yarn_beta_fast, c.yarn_beta_slow)
         cos, sin = rope_cache(inv_freq, length, scale)
-        device = self.tok_emb.weight.device
+        device = device if device is not None else self.tok_emb.weight.device
         self.register_buffer("rope_cos", cos.to(device), persistent=False)  # (S, D/2)
         self.register_buffer("rope_sin", sin.to(device), persistent=False)
         self._rope_len = length
@@ -86,15 +93,14 @@ class Transformer(nn.Module):
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-    def load_weights(self, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
-        self.tie_weights()
+    def load_weights(self, tensors: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> None:
+        """Load a state dict; with assign=True the given tensors become the parameters."""
         tensors = dict(tensors)
         if self.cfg.tie_embeddings:
-            tensors.pop("lm_head.weight", None)  # re-tied: the embedding is the head
-            missing, unexpected = self.load_state_dict(tensors, strict=False)
-            missing = [m for m in missing if m != "lm_head.weight"]
-        else:
-            missing, unexpected = self.load_state_dict(tensors, strict=False)
+            tensors.pop("lm_head.weight", None)  # re-tied below: the embedding is the head
+        missing, unexpected = self.load_state_dict(tensors, strict=False, assign=assign)
+        self.tie_weights()  # assign=True replaces Parameter objects, so re-point the head
+        missing = [m for m in missing if not (self.cfg.tie_embeddings and m == "lm_head.weight")]
         if strict and (missing or unexpected):
             raise KeyError(f"missing={missing[:5]} unexpected={unexpected[:5]}")
 
@@ -102,12 +108,8 @@ class Transformer(nn.Module):
     @classmethod
     def from_state_dict(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> "Transformer":
         """Build a model straight onto given weights (no wasted random init)."""
-        with torch.device("meta"):
-            model = cls(cfg)
-        model = model.to_empty(device="cpu")
-        if cfg.pos == "rope":
-            model._build_rope(model._rope_len)  # the tables were built on the meta device
-        model.load_weights(tensors)
+        model = cls(cfg, device="meta")  # parameters without memory or random init
+        model.load_weights(tensors, assign=True)  # the loaded tensors become the parameters: no copy
         return model.eval()
 
     def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None,

@@ -19,10 +19,14 @@ byte" rule is applied by the reference engine.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections.abc import Callable
+from pathlib import Path
 
 import regex
 
+from llmkit.core.assets import cache_dir
 from llmkit.tokenizer.pretokenize import compile_patterns, split_pieces
 from llmkit.tokenizer.reference import Merge, PythonBPE, single_byte_ids
 
@@ -79,6 +83,17 @@ def _tiktoken_split(token: bytes, ranks: dict[bytes, int], limit: int) -> list[b
     return parts
 
 
+def _digest(token_bytes: list[bytes | None], merges: list[Merge], ignore_merges: bool) -> str:
+    h = hashlib.sha256(b"llmkit-tiktoken-v1" + bytes([ignore_merges]))
+    h.update(b"\x00".join(b"\x01" if b is None else b"\x02" + b for b in token_bytes))
+    h.update(array("q", [x for m in merges for x in m]).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _verified_marker(digest: str) -> Path:
+    return cache_dir() / "tokenizers" / f"tiktoken-ok-{digest}"
+
+
 def build_ranks(token_bytes: list[bytes | None], special_ids: set[int], merges: list[Merge] | None,
                 ignore_merges: bool) -> tuple[dict[bytes, int], list[int] | None]:
     """tiktoken's ``mergeable_ranks`` and a rank -> id table (None when ranks are the ids)."""
@@ -113,13 +128,23 @@ def build_ranks(token_bytes: list[bytes | None], special_ids: set[int], merges: 
     if len(ranks) != len(order):
         raise Incompatible("two ordinary tokens have the same bytes")
     # The property tiktoken needs: BPE on a merge result's own bytes, with the
-    # tokens ranked below it, ends at exactly that merge's two halves.
+    # tokens ranked below it, ends at exactly that merge's two halves. Checking all
+    # merges costs ~0.5 s, so a vocab that passed once is remembered in the cache.
+    digest = _digest(token_bytes, merges, ignore_merges)
+    marker = _verified_marker(digest)
+    if marker.is_file():
+        return ranks, table
     for a, b, new in merges:
         whole = bytes_of(new)
         if whole != bytes_of(a) + bytes_of(b):
             raise Incompatible(f"merge result {whole!r} is not the concatenation of its parts")
         if len(whole) > 2 and _tiktoken_split(whole, ranks, ranks[whole]) != [bytes_of(a), bytes_of(b)]:
             raise Incompatible(f"token {whole!r} would be split differently by rank than by merge")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache only costs the check next time
     return ranks, table
 
 
