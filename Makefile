@@ -36,8 +36,10 @@ install: $(VENV)/.installed
 
 assets: $(SHARE)/gpt2.tiktoken
 
+DEMO_Q := What is the capital of France? Answer in one sentence.
 demo: install
-	$(VENV)/bin/llmkit generate --chat --temperature 0 --max-tokens 64 "What is the capital of France? Answer in one sentence."
+	@echo "Q: $(DEMO_Q)  (SmolLM2-135M-Instruct on llmkit's own transformer, offline)"
+	@printf "A: " && $(VENV)/bin/llmkit generate --chat --temperature 0 --max-tokens 64 "$(DEMO_Q)"
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install -q -e '.[test]'

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llmkit.core.errors import CheckpointError
+from llmkit.core.fileio import atomic_write_dir, recover_dir
 
 FORMAT = 1
 WEIGHTS = "model.safetensors"
@@ -49,64 +49,12 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     return (p / META).is_file() and (p / WEIGHTS).is_file()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def atomic_write_dir(dst: str | os.PathLike, fill) -> Path:
-    """Create ``dst`` atomically: ``fill(tmpdir)`` writes the files, then rename.
-
-    If ``fill`` raises, ``dst`` is untouched. An existing ``dst`` is moved
-    aside and deleted only after the new directory is in place.
-    """
-    dst = Path(dst).absolute()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    try:
-        fill(tmp)
-        for f in tmp.iterdir():
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        old = None
-        if dst.exists():
-            old = dst.parent / f".{dst.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.rename(dst, old)
-        os.rename(tmp, dst)
-        _fsync_dir(dst.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
-
-
-def _recover(dst: Path) -> None:
-    """If a crash hit between the two renames, put the previous checkpoint back."""
-    if dst.exists():
-        return
-    olds = sorted(dst.parent.glob(f".{dst.name}.old-*"))
-    if olds:
-        os.rename(olds[-1], dst)
 
 
 def save_checkpoint(
@@ -171,7 +119,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     p = Path(path)
-    _recover(p)
+    recover_dir(p)
     if not p.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist",
                               "check the path, or create one with `llmkit convert`")

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from llmkit.core.checkpoint import atomic_write_dir
+from llmkit.core.fileio import atomic_write_dir
 from llmkit.core.errors import FormatError
 from llmkit.model.config import ModelConfig
 

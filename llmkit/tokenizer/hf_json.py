@@ -8,11 +8,10 @@ naming the part that is not supported, instead of encoding differently.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmkit.core.fileio import atomic_write_file
 from llmkit.core.errors import TokenizerError
 from llmkit.tokenizer.pretokenize import from_hf, to_hf
 
@@ -133,18 +132,7 @@ def to_tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write next to the target, then rename: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_atomic_write = atomic_write_file  # text or bytes, written next to the target then renamed
 
 
 def save_dir(tok: Tokenizer, directory: str | Path) -> None:
