@@ -12,6 +12,10 @@ import sys
 from llmkit.core.errors import LLMKitError
 
 VERBS = ("chat", "generate", "convert", "info")
+# Verb groups that live in their own cli module: each exposes register(sub) and adds its verbs
+# with set_defaults(func=...). Keep EXTRA_VERBS in sync (a test checks parser == VERBS + EXTRA_VERBS).
+EXTRA_MODULES: tuple[str, ...] = ()
+EXTRA_VERBS: tuple[str, ...] = ()
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int = 256) -> None:
@@ -83,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None,
                    help="describe an architecture preset instead (no weights), e.g. gpt2, smollm2-135m, tiny-llama")
     p.add_argument("--json", action="store_true", help="print JSON")
+    for name in EXTRA_MODULES:
+        import importlib
+
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -149,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        COMMANDS[args.verb](args)
+        handler = getattr(args, "func", None) or COMMANDS[args.verb]
+        handler(args)
     except LLMKitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
