@@ -14,8 +14,8 @@ from llmkit.core.errors import LLMKitError
 VERBS = ("chat", "generate", "convert", "info")
 # Verb groups that live in their own cli module: each exposes register(sub) and adds its verbs
 # with set_defaults(func=...). Keep EXTRA_VERBS in sync (a test checks parser == VERBS + EXTRA_VERBS).
-EXTRA_MODULES: tuple[str, ...] = ()
-EXTRA_VERBS: tuple[str, ...] = ()
+EXTRA_MODULES: tuple[str, ...] = ("llmkit.cli.train",)
+EXTRA_VERBS: tuple[str, ...] = ("pretrain",)
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int = 256) -> None:
@@ -152,7 +152,10 @@ assert set(COMMANDS) == set(VERBS)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     if not args.verb:
         parser.print_help()
         return 0

@@ -1,1 +1,1 @@
-"""llmkit.train"""
+"""L3: training. Losses, optimizer, schedule, the one loop, checkpoints, torchrun/DDP."""
