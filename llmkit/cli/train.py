@@ -40,6 +40,35 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     print(f"metrics: {res.out_dir / 'metrics.jsonl'}, plot: {res.out_dir / 'loss.png'}")
 
 
+def _human(x: float) -> str:
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def cmd_plan(a: argparse.Namespace) -> None:
+    import json
+
+    from llmkit.model import PRESETS, Transformer
+    from llmkit.train.plan import plan
+
+    p = plan(a.params, a.tokens, a.flops, device=a.device, mfu=a.mfu, tflops=a.tflops)
+    sizes = {name: Transformer(cfg, device="meta").num_params() for name, cfg in PRESETS.items()}
+    nearest = min(sizes, key=lambda k: abs(sizes[k] - p.params) / p.params)
+    if a.json:
+        print(json.dumps({**p.to_dict(), "nearest_preset": nearest}, indent=2))
+        return
+    print("compute-optimal (Chinchilla, ~20 tokens/parameter):")
+    print(f"  parameters      {_human(p.params)}   (nearest preset: {nearest}, {_human(sizes[nearest])})")
+    print(f"  tokens          {_human(p.tokens)}")
+    print(f"  training FLOPs  {p.flops:.3g}   (6 x params x tokens)")
+    print(f"  memory          {p.train_memory_gb:.2f} GB for fp32 weights + grads + AdamW state, plus activations")
+    print(f"  device          {p.device}: {p.sustained_tflops:.3g} TFLOP/s sustained (measured matmul x mfu {a.mfu})")
+    days = p.hours / 24
+    print(f"  time            {p.hours:.3g} h" + (f" ({days:.3g} days)" if days >= 1 else ""))
+
+
 def _keys_help() -> str:
     import dataclasses
 
@@ -64,3 +93,16 @@ def register(sub) -> None:
         epilog=_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="tiny", help="YAML config path or packaged name (default %(default)s)")
     p.set_defaults(func=cmd_pretrain, accepts_overrides=True)
+
+    p = sub.add_parser("plan", help="compute-optimal model/data size, FLOPs, memory and time for a budget",
+                       description="Chinchilla-style sizing: give one of --params, --tokens or --flops "
+                                   "(or --params with --tokens) and get the rest, plus time on a device.")
+    p.add_argument("--params", default=None, help="model size, e.g. 135M")
+    p.add_argument("--tokens", default=None, help="training tokens, e.g. 2.7B")
+    p.add_argument("--flops", default=None, help="compute budget in FLOPs, e.g. 1e18")
+    p.add_argument("--device", default="auto", help="device to measure and plan for (default %(default)s)")
+    p.add_argument("--mfu", type=float, default=0.4,
+                   help="model FLOPs utilisation: the fraction of measured matmul speed training reaches (default %(default)s)")
+    p.add_argument("--tflops", type=float, default=None, help="use this device TFLOP/s instead of measuring")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)

@@ -149,7 +149,8 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
             trainer = {"optimizer": opt.state_dict(), "loader": train_loader.state_dict(), "rng": rng_state(),
                        "step": at}
             path = save_train_checkpoint(out_dir, at, raw_model, tokenizer, trainer,
-                                         {**meta, "data_position": train_loader.state_dict()}, cfg.keep_last)
+                                         {**meta, "data_position": _jsonable(train_loader.state_dict())},
+                                         cfg.keep_last)
         D.barrier()
         return path
 
@@ -223,6 +224,17 @@ def evaluate(model: Transformer, val_factory: Callable[[], Any], batches: int, d
         n += 1
     model.train(was_training)
     return D.mean_across_ranks(total / max(n, 1), device)
+
+
+def _jsonable(obj: Any) -> Any:
+    """meta.json copy of a loader state: tensors are summarised (the exact state is in trainer.pt)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else f"<tensor {tuple(obj.shape)}>"
+    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else repr(obj)
 
 
 def _progress(cfg: TrainConfig, step: int, main: bool):
