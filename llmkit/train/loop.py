@@ -69,13 +69,27 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+class _ValPass:
+    """A fresh deterministic pass over the val split each call; knows the split's bytes per token."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int):
+        from llmkit.data.loader import TokenStream
+
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.bytes_per_token = TokenStream(cfg.data, "val").bytes_per_token
+
+    def __call__(self):
+        from llmkit.data.loader import val_batches
+
+        c = self.cfg
+        return val_batches(c.data, c.batch_size, c.seq_len, "val", self.rank, self.world, max_batches=c.eval_batches)
+
+
 def _default_loaders(cfg: TrainConfig, rank: int, world: int):
     from llmkit.data.loader import TokenLoader
 
     train = TokenLoader(cfg.data, "train", cfg.batch_size, cfg.seq_len, rank=rank, world_size=world, seed=cfg.seed)
-    val = lambda: TokenLoader(cfg.data, "val", cfg.batch_size, cfg.seq_len, rank=rank,  # noqa: E731
-                              world_size=world, seed=cfg.seed, shuffle=False)
-    return train, val
+    return train, _ValPass(cfg, rank, world)
 
 
 def _tokenizer_for(cfg: TrainConfig):
@@ -135,7 +149,7 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" and cfg.dtype != "float32"
                 else torch.autocast(device.type, enabled=False))
     log = MetricsLog(out_dir, cfg.tensorboard, enabled=main)
-    bpt = getattr(train_loader, "bytes_per_token", None)
+    bpt = getattr(val_factory, "bytes_per_token", None) or getattr(train_loader, "bytes_per_token", None)
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
     meta = {"stage": "pretrain", "parent": cfg.init_from, "train_config": cfg.to_dict()}
     it = iter(train_loader)
