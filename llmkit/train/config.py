@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"  # autocast dtype: bf16 on GPU; fp32 on CPU
     compile: bool = False  # torch.compile the model (GPU recommended)
+    fsdp: bool = False  # under torchrun: shard weights, grads and optimizer state (FSDP2) instead of DDP
     tensorboard: bool = False
     resume: bool = True  # continue from out_dir's latest checkpoint if there is one
     progress: bool = True

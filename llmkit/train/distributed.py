@@ -36,12 +36,44 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    if not (dist.is_available() and dist.is_initialized()):
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def wrap(model: torch.nn.Module, device: torch.device, fsdp: bool = False) -> torch.nn.Module:
+    """DDP (replicate, average gradients) or FSDP2 (shard each block's parameters across ranks)."""
+    if not is_distributed():
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:  # one all-gather per block keeps peak memory at ~one block
+            fully_shard(block)
+        fully_shard(model)  # the rest: embeddings, final norm, head (tied weights stay in one group)
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts (a collective under FSDP: every rank must call it)."""
+    if not (fsdp and is_distributed()):
+        return model.state_dict(), opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, opt, options=opts)
+
+
+def load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict, fsdp: bool) -> None:
+    if not (fsdp and is_distributed()):
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
 
 
 def no_sync(model: torch.nn.Module, skip: bool):

@@ -131,13 +131,14 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
     resume_from = latest_checkpoint(out_dir) if cfg.resume else None
     tokenizer = _tokenizer_for(cfg)
     model = _build_model(cfg, tokenizer, resume_from).to(device)
-    raw_model = model
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    model = D.wrap(model, device, cfg.fsdp)  # FSDP shards in place: the optimizer must see the sharded params
+    raw_model = model.module if hasattr(model, "module") else model
+    opt = make_optimizer(raw_model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     train_loader, val_factory = (loaders or (lambda r, w: _default_loaders(cfg, r, w)))(rank, world)
     step = 0
     if resume_from is not None:
         state = load_trainer_state(resume_from)
-        opt.load_state_dict(state["optimizer"])
+        D.load_optimizer(raw_model, opt, state["optimizer"], cfg.fsdp)
         train_loader.load_state_dict(state["loader"])
         set_rng_state(state["rng"])
         step = int(state["step"])
@@ -145,7 +146,6 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
             print(f"resuming from {resume_from} at step {step}")
     if cfg.compile:
         model = torch.compile(model)
-    model = D.wrap(model, device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" and cfg.dtype != "float32"
                 else torch.autocast(device.type, enabled=False))
     log = MetricsLog(out_dir, cfg.tensorboard, enabled=main)
@@ -159,10 +159,10 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
 
     def checkpoint(at: int) -> Path | None:
         path = None
+        model_sd, opt_sd = D.full_state(raw_model, opt, cfg.fsdp)  # collective under FSDP
         if main:
-            trainer = {"optimizer": opt.state_dict(), "loader": train_loader.state_dict(), "rng": rng_state(),
-                       "step": at}
-            path = save_train_checkpoint(out_dir, at, raw_model, tokenizer, trainer,
+            trainer = {"optimizer": opt_sd, "loader": train_loader.state_dict(), "rng": rng_state(), "step": at}
+            path = save_train_checkpoint(out_dir, at, raw_model.cfg, model_sd, tokenizer, trainer,
                                          {**meta, "data_position": _jsonable(train_loader.state_dict())},
                                          cfg.keep_last)
         D.barrier()

@@ -42,8 +42,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_train_checkpoint(out_dir: Path, step: int, model, tokenizer, trainer: dict[str, Any],
-                          meta: dict[str, Any], keep_last: int) -> Path:
+def save_train_checkpoint(out_dir: Path, step: int, model_cfg, state_dict: dict[str, torch.Tensor], tokenizer,
+                          trainer: dict[str, Any], meta: dict[str, Any], keep_last: int) -> Path:
     buf = io.BytesIO()
     torch.save(trainer, buf)
     files: dict[str, bytes] = {TRAINER_FILE: buf.getvalue()}
@@ -56,8 +56,8 @@ def save_train_checkpoint(out_dir: Path, step: int, model, tokenizer, trainer: d
     name = f"ckpt-{step:06d}"
     for stale in out_dir.glob(".ckpt-*"):  # temp dirs of saves a crash or SIGKILL interrupted
         shutil.rmtree(stale, ignore_errors=True)
-    path = ckpt.save_checkpoint(out_dir / name, model.export_state_dict(), model.cfg.to_dict(),
-                                {**meta, "step": step}, files)
+    tensors = {k: v for k, v in state_dict.items() if not (model_cfg.tie_embeddings and k == "lm_head.weight")}
+    path = ckpt.save_checkpoint(out_dir / name, tensors, model_cfg.to_dict(), {**meta, "step": step}, files)
     atomic_write_file(out_dir / "latest", name + "\n")
     for old in sorted(out_dir.glob("ckpt-*"))[:-keep_last]:
         if old.name != name:  # rename first: a half-deleted directory must never look like a checkpoint

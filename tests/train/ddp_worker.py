@@ -1,6 +1,7 @@
 """Run by tests/train/test_ddp.py under torchrun (or alone): a tiny pretraining on synthetic tokens."""
 
 import json
+import os
 import sys
 
 import torch
@@ -41,7 +42,7 @@ def main(out_dir: str) -> None:
                                                            "n_head": 2, "n_kv_head": 1, "max_seq_len": 64},
                       out_dir=out_dir, batch_size=GLOBAL_BATCH // world, seq_len=SEQ, max_steps=6, warmup=2,
                       lr=1e-2, eval_every=3, eval_batches=2, ckpt_every=6, log_every=1, progress=False,
-                      device="cpu")
+                      device="cpu", fsdp=os.environ.get("LLMKIT_TEST_FSDP") == "1")
     res = pretrain(cfg, lambda r, w: (ShardedRandomTokens(r, w), lambda: ShardedRandomTokens(r, w, seed=5)))
     if rank == 0:
         with open(f"{out_dir}/result.json", "w") as f:

@@ -1,11 +1,13 @@
-"""Two CPU processes with gloo (torchrun) == one process on the same global batch."""
+"""Two CPU processes with gloo (torchrun), DDP or FSDP2 == one process on the same global batch."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from llmkit.core.checkpoint import load_checkpoint
@@ -20,12 +22,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_equal_one(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_equal_one(tmp_path, fsdp):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     subprocess.run([sys.executable, str(WORKER), str(single)], check=True, timeout=300)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", str(WORKER), str(ddp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "LLMKIT_TEST_FSDP": "1" if fsdp else "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((ddp / "result.json").read_text())["world"] == 2
 
