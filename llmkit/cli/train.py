@@ -69,6 +69,13 @@ def cmd_plan(a: argparse.Namespace) -> None:
     print(f"  time            {p.hours:.3g} h" + (f" ({days:.3g} days)" if days >= 1 else ""))
 
 
+def cmd_quickstart(a: argparse.Namespace) -> None:
+    from llmkit.train.quickstart import quickstart
+
+    quickstart(name=a.name, runs=a.runs, train_seconds=a.train_seconds, corpus_mb=a.corpus_mb,
+               vocab_size=a.vocab_size, ask_smollm=not a.no_smollm)
+
+
 def _keys_help() -> str:
     import dataclasses
 
@@ -93,6 +100,19 @@ def register(sub) -> None:
         epilog=_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="tiny", help="YAML config path or packaged name (default %(default)s)")
     p.set_defaults(func=cmd_pretrain, accepts_overrides=True)
+
+    p = sub.add_parser("quickstart", help="train a tokenizer and a small model from scratch in ~5 minutes, with a report",
+                       description="The whole small-model lifecycle on the embedded corpus (the Python stdlib): "
+                                   "tokenizer -> data -> pretraining -> samples -> bits/byte -> SmolLM2 explains; "
+                                   "writes runs/NAME/report.md with the commands to run each step yourself.")
+    p.add_argument("--name", default="quickstart", help="run name: output goes to RUNS/NAME (default %(default)s)")
+    p.add_argument("--runs", default="runs", help="parent directory for runs (default %(default)s)")
+    p.add_argument("--train-seconds", type=float, default=150.0,
+                   help="time budget for pretraining; steps are sized to fit (default %(default)s)")
+    p.add_argument("--corpus-mb", type=float, default=6.0, help="MB of stdlib text to use (default %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocabulary size (default %(default)s)")
+    p.add_argument("--no-smollm", action="store_true", help="skip the SmolLM2 explanation step")
+    p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("plan", help="compute-optimal model/data size, FLOPs, memory and time for a budget",
                        description="Chinchilla-style sizing: give one of --params, --tokens or --flops "

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 from llmkit.core.errors import TokenizerError
+from llmkit.core.fileio import atomic_write_file
 from llmkit.tokenizer import hf_json
 from llmkit.tokenizer.bytelevel import bytes_to_token, token_to_bytes
-from llmkit.tokenizer.fast import Incompatible, TiktokenBPE
+from llmkit.tokenizer.fast import Incompatible, TiktokenBPE, build_ranks
 from llmkit.tokenizer.pretokenize import fast_pattern, resolve
 from llmkit.tokenizer.reference import Merge, PythonBPE, derive_merges
 
@@ -205,6 +206,34 @@ class Tokenizer:
     def save(self, directory: str | Path) -> None:
         """Write HF-loadable ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory``."""
         hf_json.save_dir(self, directory)
+
+    def save_tiktoken(self, path: str | Path) -> None:
+        """Write a tiktoken rank file: ``base64(token bytes) rank`` per line, rank = token id.
+
+        Special tokens are not part of the format; load it with the same split and specials::
+
+            enc = tiktoken.Encoding("mine", pat_str=tok.tiktoken_pattern, special_tokens=tok.special_tokens,
+                                    mergeable_ranks=tiktoken.load.load_tiktoken_bpe(path))
+        """
+        try:
+            ranks, table = build_ranks(self._token_bytes, self._special_ids, self._merges, self.ignore_merges)
+        except Incompatible as e:
+            raise TokenizerError(f"this vocab cannot be a tiktoken rank file: {e}",
+                                 "save() it as tokenizer.json") from None
+        if table is not None:
+            raise TokenizerError("this vocab's ids are not in merge order, so they cannot be tiktoken ranks",
+                                 "save() it as tokenizer.json instead")
+        lines = [f"{base64.b64encode(b).decode('ascii')} {r}\n" for b, r in sorted(ranks.items(), key=lambda kv: kv[1])]
+        atomic_write_file(path, "".join(lines))
+
+    @property
+    def tiktoken_pattern(self) -> str:
+        """The single regex tiktoken needs to split text like this tokenizer does."""
+        pat = fast_pattern(self.pre_name, self.patterns)
+        if pat is None:
+            raise TokenizerError(f"the pre-tokenizer sequence {list(self.patterns)} has no single-regex form",
+                                 "use a named pre-tokenizer or a single regex")
+        return pat
 
     # ---- encoding ------------------------------------------------------------------------
 
