@@ -30,8 +30,12 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     from llmkit.train.config import load_train_config
     from llmkit.train.loop import pretrain
 
+    from llmkit.core.runtime import is_main_process
+
     cfg = load_train_config(a.config, overrides_from_flags(a.overrides))
     res = pretrain(cfg)
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return
     bpb = f", val {res.val_bpb:.4f} bits/byte" if res.val_bpb is not None else ""
     val = f", val loss {res.val_loss:.4f}" if res.val_loss is not None else ""
     print(f"stopped ({res.stopped}) at step {res.step} after {res.seconds:.0f} s: loss {res.loss:.4f}{val}{bpb}")
