@@ -149,6 +149,7 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" and cfg.dtype != "float32"
                 else torch.autocast(device.type, enabled=False))
     log = MetricsLog(out_dir, cfg.tensorboard, enabled=main)
+    log.truncate_after(step)
     bpt = getattr(val_factory, "bytes_per_token", None) or getattr(train_loader, "bytes_per_token", None)
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
     meta = {"stage": "pretrain", "parent": cfg.init_from, "train_config": cfg.to_dict()}

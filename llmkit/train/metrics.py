@@ -31,6 +31,15 @@ class MetricsLog:
                 if k != "step" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, record["step"])
 
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step`: a fresh run starts empty, a resumed one forgets steps it will redo."""
+        if not self.enabled or not self.path.is_file():
+            return
+        from llmkit.core.fileio import atomic_write_file
+
+        kept = [r for r in self.records() if r.get("step", 0) <= step]
+        atomic_write_file(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
     def records(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []

@@ -103,6 +103,9 @@ def quickstart(name: str = "quickstart", runs: str = "runs", train_seconds: floa
     cfg = TrainConfig(model="tiny-llama", model_overrides={**MODEL, "vocab_size": tok.vocab_size},
                       data=str(run / "data"), out_dir=str(run / "model"), batch_size=16, seq_len=128,
                       lr=3e-3, min_lr=3e-4, warmup=30, beta2=0.99, eval_batches=8, resume=False)
+    import shutil
+
+    shutil.rmtree(run / "model", ignore_errors=True)  # a re-run of the quickstart starts its model afresh
     steps = _calibrate_steps(cfg, train_seconds)
     cfg = TrainConfig(**{**cfg.to_dict(), "max_steps": steps, "warmup": min(30, steps // 10),
                          "eval_every": max(steps // 6, 1), "ckpt_every": steps})
