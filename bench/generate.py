@@ -18,6 +18,7 @@ import sys
 import time
 
 import torch
+from common import best_time  # bench/common.py (scripts run from bench/ or the repo root)
 
 PROMPTS = [
     "What is the capital of France?",
@@ -31,13 +32,6 @@ PROMPTS = [
 ]
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def llmkit_side(batch: int, tokens: int, repeats: int):

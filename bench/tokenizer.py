@@ -31,6 +31,7 @@ from llmkit.tokenizer.bytelevel import token_to_bytes
 from llmkit.tokenizer.hf_json import to_tokenizer_json
 from llmkit.tokenizer.texts import stdlib_texts
 from llmkit.tokenizer.train import build_tokenizer, train_bpe
+from common import best_time  # bench/common.py (scripts run from bench/ or the repo root)
 
 EOT = "<|endoftext|>"
 
@@ -54,13 +55,6 @@ def train_hf(texts: list[str], vocab_size: int, pattern: str) -> tuple[float, li
     return seconds, [(token_to_bytes(a), token_to_bytes(b)) for a, b in merges]
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
@@ -108,9 +102,9 @@ def main() -> None:
           f"ids identical: tiktoken {ids_ours == ids_tik}, HF {ids_ours == ids_hf}")
     t_tik, t_enc = [], []
     for _ in range(3):
-        t_tik.append(best_of(lambda: [enc.encode(t) for t in texts], 1))
-        t_enc.append(best_of(lambda: [tok.encode(t) for t in texts], 1))
-    t_hf_enc = best_of(lambda: [hf.encode(t, add_special_tokens=False) for t in texts], 1)
+        t_tik.append(best_time(lambda: [enc.encode(t) for t in texts], 1))
+        t_enc.append(best_time(lambda: [tok.encode(t) for t in texts], 1))
+    t_hf_enc = best_time(lambda: [hf.encode(t, add_special_tokens=False) for t in texts], 1)
     print(f"  tiktoken (our ranks)       {mb / min(t_tik):6.2f} MB/s")
     print(f"  llmkit Tokenizer.encode    {mb / min(t_enc):6.2f} MB/s   "
           f"ratio vs tiktoken {min(t_tik) / min(t_enc):.2f}x")

@@ -11,6 +11,7 @@ from tiktoken.load import load_tiktoken_bpe
 
 from llmkit.core import assets
 from llmkit.tokenizer import Tokenizer
+from common import best_time  # bench/common.py (scripts run from bench/ or the repo root)
 
 R50K = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
@@ -24,13 +25,6 @@ def corpus(limit: int = 1_000_000) -> str:
     return text
 
 
-def best(fn, repeat: int = 7) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -45,12 +39,12 @@ def main() -> None:
     # Interleave the peers so machine noise hits both alike.
     t_tik, t_fast = [], []
     for _ in range(5):
-        t_tik.append(best(lambda: enc.encode(text), 3))
-        t_fast.append(best(lambda: fast.encode(text), 3))
+        t_tik.append(best_time(lambda: enc.encode(text), 3))
+        t_fast.append(best_time(lambda: fast.encode(text), 3))
     t_tik, t_fast = min(t_tik), min(t_fast)
     cold = Tokenizer.from_tiktoken_file(path, backend="python")
     t0 = time.perf_counter(); cold.encode(text); t_cold = time.perf_counter() - t0
-    t_ref = best(lambda: ref.encode(text), 3)
+    t_ref = best_time(lambda: ref.encode(text), 3)
     print(f"GPT-2 vocab, {mb:.2f} MB stdlib source, single thread")
     print(f"  tiktoken.Encoding.encode     {mb / t_tik:6.2f} MB/s")
     print(f"  llmkit backend=tiktoken      {mb / t_fast:6.2f} MB/s   ratio vs tiktoken {t_tik / t_fast:.3f}")
@@ -63,7 +57,7 @@ def main() -> None:
             fast.save(d)
             hf = tokenizers.Tokenizer.from_file(d + "/tokenizer.json")
         assert hf.encode(text, add_special_tokens=False).ids == enc.encode(text)
-        t_hf = best(lambda: hf.encode(text, add_special_tokens=False), 3)
+        t_hf = best_time(lambda: hf.encode(text, add_special_tokens=False), 3)
         print(f"  HF tokenizers (same vocab)   {mb / t_hf:6.2f} MB/s   ratio vs tiktoken {t_tik / t_hf:.3f}")
     except ImportError:
         pass

@@ -35,3 +35,15 @@ def hf_smollm2():
     model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                               dtype=torch.float32).eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def gpt2_path():
+    """gpt2.tiktoken via llmkit.core.assets ($LLMKIT_GPT2_TIKTOKEN or `make assets`)."""
+    from llmkit.core import assets
+    from llmkit.core.errors import AssetMissingError
+
+    try:
+        return assets.gpt2_ranks_path()
+    except AssetMissingError as e:
+        pytest.skip(f"gpt2.tiktoken not available ({e}); set LLMKIT_GPT2_TIKTOKEN or run `make assets`")

@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.core import assets
-from llmkit.core.errors import AssetMissingError
 from llmkit.tokenizer import Tokenizer
 
 WORDS = ("the model reads tokens and predicts the next one . def f ( x ) : return x + 1 "
          "naïve café 日本語 emoji 🙂 <|endoftext|> lorem ipsum dolor sit amet").split()
 
 
-@pytest.fixture(scope="session")
-def gpt2_path() -> Path:
-    try:
-        return assets.gpt2_ranks_path()
-    except AssetMissingError as e:
-        pytest.skip(f"GPT-2 ranks not installed: {e}")
 
 
 @pytest.fixture(scope="session")

@@ -82,10 +82,3 @@ def hf_smol(hf_smol_gguf):
     return backend
 
 
-@pytest.fixture(scope="session")
-def gpt2_path() -> Path:
-    """gpt2.tiktoken via llmkit.core.assets ($LLMKIT_GPT2_TIKTOKEN or `make assets`)."""
-    try:
-        return assets.gpt2_ranks_path()
-    except AssetMissingError as e:
-        pytest.skip(f"gpt2.tiktoken not available ({e}); set LLMKIT_GPT2_TIKTOKEN or run `make assets`")
