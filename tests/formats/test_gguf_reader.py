@@ -13,17 +13,14 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType  # noqa: E402
 
 from llmkit.core.assets import asset_path  # noqa: E402
-from llmkit.core.errors import AssetMissingError, FormatError  # noqa: E402
+from llmkit.core.errors import FormatError  # noqa: E402
 from llmkit.formats.gguf_quants import dequantize  # noqa: E402
 from llmkit.formats.gguf_reader import read_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def smollm2_path():
-    try:
-        return asset_path("smollm2")
-    except AssetMissingError as e:
-        pytest.skip(str(e))
+    return asset_path("smollm2")  # `make test` installs it; a missing asset must fail, not skip
 
 
 @pytest.fixture(scope="module")

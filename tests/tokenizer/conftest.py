@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from llmkit.core import assets
-from llmkit.core.errors import AssetMissingError
 from llmkit.tokenizer import Tokenizer
 
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -19,10 +18,7 @@ SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture(scope="session")
 def smol_gguf_path() -> Path:
-    try:
-        return assets.asset_path("smollm2")
-    except AssetMissingError as e:
-        pytest.skip(f"SmolLM2 GGUF not installed: {e}")
+    return assets.asset_path("smollm2")  # installed by `make test`
 
 
 @pytest.fixture(scope="session")
