@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")
+import gguf as gguf  # a test extra: missing must fail, not skip
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
 
 from llmkit.core.errors import FormatError  # noqa: E402

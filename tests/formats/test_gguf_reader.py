@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")
+import gguf as gguf  # a test extra: missing must fail, not skip
 from gguf import GGMLQuantizationType  # noqa: E402
 
 from llmkit.core.assets import asset_path  # noqa: E402

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers as transformers  # a test extra: missing must fail, not skip
 
 from llmkit.formats.hf import load_hf  # noqa: E402
 from llmkit.formats.loader import build_model  # noqa: E402

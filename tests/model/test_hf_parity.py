@@ -7,7 +7,7 @@ The HF model is saved to disk and read back through our production importer
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers as transformers  # a test extra: missing must fail, not skip
 
 from llmkit.formats.hf import load_hf, save_hf  # noqa: E402
 from llmkit.formats.loader import build_model  # noqa: E402

@@ -23,7 +23,7 @@ def smol_gguf_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smol_fields(smol_gguf_path) -> dict:
-    gguf = pytest.importorskip("gguf")
+    import gguf as gguf  # a test extra: missing must fail, not skip
     reader = gguf.GGUFReader(str(smol_gguf_path))
     keys = ["tokens", "merges", "token_type", "pre", "bos_token_id", "eos_token_id", "padding_token_id"]
     fields = {k: reader.fields[f"tokenizer.ggml.{k}"].contents() for k in keys}
@@ -53,7 +53,7 @@ def smol_ref(smol_fields) -> Tokenizer:
 @pytest.fixture(scope="session")
 def hf_smol_gguf(smol_gguf_path):
     """transformers' own tokenizer built from the GGUF (pre-tokenizer as its loader chooses)."""
-    transformers = pytest.importorskip("transformers")
+    import transformers as transformers  # a test extra: missing must fail, not skip
     return transformers.AutoTokenizer.from_pretrained(str(smol_gguf_path.parent), gguf_file=SMOL_FILE)
 
 

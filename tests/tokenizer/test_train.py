@@ -68,7 +68,7 @@ def test_merges_stop_when_no_pair_is_left():
 
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt2"])
 def test_same_merges_as_hf_bpetrainer(pattern):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers as tokenizers  # a test extra: missing must fail, not skip
     from llmkit.tokenizer.bytelevel import token_to_bytes
     from llmkit.tokenizer.hf_json import to_tokenizer_json
 
@@ -100,7 +100,7 @@ def test_round_trip_and_specials(trained):
 
 
 def test_hf_loads_the_export_and_encodes_identically(trained, tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers as tokenizers  # a test extra: missing must fail, not skip
     trained.save(tmp_path)
     hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     for text in [*MIXED, f"a{EOT}b <|pad|>  12"]:
@@ -111,7 +111,7 @@ def test_hf_loads_the_export_and_encodes_identically(trained, tmp_path):
 
 
 def test_tiktoken_loads_the_rank_file_and_encodes_identically(trained, tmp_path):
-    tiktoken = pytest.importorskip("tiktoken")
+    import tiktoken as tiktoken  # a test extra: missing must fail, not skip
     from tiktoken.load import load_tiktoken_bpe
 
     trained.save_tiktoken(tmp_path / "t.tiktoken")
