@@ -11,13 +11,16 @@ atomically, so an interrupted run never leaves a file that looks complete.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmkit.core.errors import ConfigError
-from llmkit.eval.loglik import score_choices, split_pair
+from llmkit.eval.batch_scorer import BatchScorer
+from llmkit.eval.loglik import Scored, split_pair
 from llmkit.eval.metrics import acc_norm_choice, argmax, mean_stderr
+from llmkit.eval.perplexity import SPEC as PPL_SPEC, perplexity
 from llmkit.eval.tasks import Item, Task, load_task
 
 
@@ -40,34 +43,39 @@ def _chat_context(lm, context: str) -> str:
                                              add_generation_prompt=True)
 
 
-def score_item(lm, item: Item, chat: bool = False) -> list[float]:
-    """Log-likelihood of each choice of one item."""
+def item_requests(lm, item: Item, chat: bool = False) -> list[tuple[list[int], list[int]]]:
+    """Token ids of (context, continuation) for every choice of one item."""
     reqs = item.requests()
     if chat:
         reqs = [(_chat_context(lm, c), x.lstrip()) for c, x in reqs]
-    contexts = {c for c, _ in reqs}
-    if len(contexts) == 1:  # shared context: one prefill for all choices
-        ctx_ids, _ = split_pair(lm.tokenizer, reqs[0][0], reqs[0][1])
-        conts = [split_pair(lm.tokenizer, c, x)[1] for c, x in reqs]
-        return [s.logprob for s in score_choices(lm.model, ctx_ids, conts)]
-    out = []  # e.g. Winogrande: one context per option, shared continuation
-    for c, x in reqs:
-        ctx_ids, cont = split_pair(lm.tokenizer, c, x)
-        out.append(score_choices(lm.model, ctx_ids, [cont])[0].logprob)
-    return out
+    return [split_pair(lm.tokenizer, c, x) for c, x in reqs]
+
+
+def score_items(lm, items: list[Item], chat: bool = False, on_done=None, batch: int = 16) -> list[list[Scored]]:
+    """Scored choices of every item, batched across items (see batch_scorer.py)."""
+    groups = [item_requests(lm, it, chat) for it in items]
+    pending = [len(g) for g in groups]
+
+    def progress(units):  # an item is done when all its choices are
+        for u in units:
+            for g, _ in u.slots:
+                pending[g] -= 1
+                if pending[g] == 0 and on_done is not None:
+                    on_done(g)
+
+    return BatchScorer(lm.model, batch=batch).score(groups, progress)
+
+
+def score_item(lm, item: Item, chat: bool = False) -> list[float]:
+    """Log-likelihood of each choice of one item."""
+    return [s.logprob for s in score_items(lm, [item], chat)[0]]
 
 
 def _expand(task: Task) -> list[Task]:
     return [load_task(s) for s in task.subtasks] if task.subtasks else [task]
 
 
-def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed: int = 1234,
-                  chat: bool = False, progress: bool = True) -> TaskResult:
-    task = load_task(name)
-    if task.kind != "mc":
-        raise ConfigError(f"task {name!r} is {task.kind!r}; this version scores multiple-choice tasks",
-                          "pick a multiple-choice task (see `llmkit eval --list`)")
-    t0 = time.perf_counter()
+def _collect(task: Task, shots: int, seed: int, limit: int | None) -> tuple[list[Item], list[str]]:
     notes: list[str] = []
     items: list[Item] = []
     for sub in _expand(task):  # --limit applies per subject for aggregates such as mmlu
@@ -76,24 +84,73 @@ def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed:
         if limit is not None and limit > total:
             notes.append(f"{sub.name}: --limit {limit} is more than its {total} items; using all {total}")
         items.extend(sub_items)
-    correct, correct_norm, per_sub = [], [], {}
+    if task.kind == "generate" and task.fewshot_pool is not None and shots > len(task.fewshot_pool()):
+        notes.append(f"{task.name}: --shots {shots} is more than its {len(task.fewshot_pool())} fixed examples; "
+                     f"using {len(task.fewshot_pool())}")
+    return items, notes
+
+
+def _mc_metrics(item: Item, scored: list[Scored]) -> dict[str, float]:
+    lls = [s.logprob for s in scored]
+    return {"acc": float(argmax(lls) == item.gold),
+            "acc_norm": float(acc_norm_choice(lls, list(item.choices)) == item.gold)}
+
+
+def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed: int = 1234,
+                  chat: bool = False, progress: bool = True) -> TaskResult:
+    """Score one task (or ``ppl:PATH``) on a loaded model."""
+    t0 = time.perf_counter()
+    if name.startswith(PPL_SPEC):
+        res = perplexity(lm, name, max_tokens=limit, progress=progress)
+        return TaskResult(name, res["tokens"], 0, {k: res[k] for k in ("perplexity", "bits_per_byte")},
+                          {}, time.perf_counter() - t0)
+    task = load_task(name)
+    items, notes = _collect(task, shots, seed, limit)
     bar = _bar(progress, len(items), name)
-    for item in items:
-        lls = score_item(lm, item, chat)
-        hit, hit_norm = float(argmax(lls) == item.gold), float(acc_norm_choice(lls, list(item.choices)) == item.gold)
-        correct.append(hit)
-        correct_norm.append(hit_norm)
-        per_sub.setdefault(item.task, []).append(hit)
+    per_item: list[dict[str, float] | None] = [None] * len(items)
+    extra: dict[str, float] = {}
+
+    def done(i: int, metrics: dict[str, float]) -> None:
+        per_item[i] = metrics
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(acc=f"{sum(correct) / len(correct):.3f}")
+            key = task.metrics[0]
+            seen = [m[key] for m in per_item if m is not None]
+            bar.set_postfix({key: f"{sum(seen) / len(seen):.3f}"})
+
+    if task.kind == "generate":
+        from llmkit.eval.generative import answer_metrics, generate_answers
+
+        def on_answer(i: int, text: str) -> None:
+            done(i, answer_metrics(task, items[i], text))
+
+        generate_answers(lm, items, task.max_tokens, chat, on_answer)
+    else:
+        scored = score_items(lm, items, chat)
+        for i, (it, sc) in enumerate(zip(items, scored)):
+            done(i, _mc_metrics(it, sc) if task.kind == "mc" else {"acc": float(sc[0].greedy)})
+        if task.kind == "loglik":  # corpus perplexity of the continuations (lm-eval's lambada ppl)
+            nll, n = -sum(sc[0].logprob for sc in scored), max(len(scored), 1)
+            extra["perplexity"] = math.exp(nll / n)
     if bar is not None:
         bar.close()
-    n = len(items)
-    metrics = {"acc": sum(correct) / max(n, 1), "acc_norm": sum(correct_norm) / max(n, 1)}
-    stderr = {"acc": mean_stderr(correct), "acc_norm": mean_stderr(correct_norm)}
-    subtasks = {k: {"acc": sum(v) / len(v), "n": len(v)} for k, v in per_sub.items()} if task.subtasks else {}
-    return TaskResult(name, n, shots, metrics, stderr, time.perf_counter() - t0, notes, subtasks)
+    metrics, stderr = _aggregate(task, per_item)
+    metrics.update(extra)
+    subtasks = {}
+    if task.subtasks:
+        by_sub: dict[str, list[float]] = {}
+        for it, m in zip(items, per_item):
+            by_sub.setdefault(it.task, []).append(m["acc"])
+        subtasks = {k: {"acc": sum(v) / len(v), "n": len(v)} for k, v in by_sub.items()}
+    return TaskResult(name, len(items), shots, metrics, stderr, time.perf_counter() - t0, notes, subtasks)
+
+
+def _aggregate(task: Task, per_item: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard error of every per-item metric."""
+    keys = list(per_item[0]) if per_item else [m for m in task.metrics if m != "perplexity"]
+    metrics = {k: sum(m[k] for m in per_item) / max(len(per_item), 1) for k in keys}
+    stderr = {k: mean_stderr([m[k] for m in per_item]) for k in keys}
+    return metrics, stderr
 
 
 def _bar(enabled: bool, total: int, desc: str):
@@ -115,7 +172,8 @@ def evaluate(model: str, tasks: list[str], shots: int = 0, limit: int | None = N
     if limit is not None and limit <= 0:
         raise ConfigError(f"--limit must be positive (got {limit})", "omit it to use every item")
     for t in tasks:
-        load_task(t)  # fail on an unknown task before loading the model
+        if not t.startswith(PPL_SPEC):
+            load_task(t)  # fail on an unknown task before loading the model
     lm = load_model(model, device=device)
     results = [evaluate_task(lm, t, shots, limit, seed, chat, progress) for t in tasks]
     report = {"model": model, "shots": shots, "limit": limit, "seed": seed, "chat": chat, "complete": True,
@@ -125,13 +183,20 @@ def evaluate(model: str, tasks: list[str], shots: int = 0, limit: int | None = N
     return report
 
 
+def primary_metric(result: dict) -> str:
+    """The number a task is usually quoted by: acc_norm where it exists, else the first metric."""
+    return "acc_norm" if "acc_norm" in result["metrics"] else next(iter(result["metrics"]))
+
+
 def markdown_table(reports: list[dict]) -> str:
-    lines = ["| model | task | shots | n | acc | acc_norm |", "|---|---|---|---|---|---|"]
+    """One row per (model, task, metric), lm-evaluation-harness style."""
+    lines = ["| model | task | shots | n | metric | value | ± stderr |", "|---|---|---|---|---|---|---|"]
     for rep in reports:
         for r in rep["results"]:
-            m, e = r["metrics"], r["stderr"]
-            lines.append(f"| {rep['model']} | {r['task']} | {r['shots']} | {r['n']} | {m['acc']:.4f} ± {e['acc']:.4f} "
-                         f"| {m['acc_norm']:.4f} ± {e['acc_norm']:.4f} |")
+            for k, v in r["metrics"].items():
+                err = r["stderr"].get(k)
+                lines.append(f"| {rep['model']} | {r['task']} | {r['shots']} | {r['n']} | {k} | {v:.4f} | "
+                             + (f"{err:.4f} |" if err is not None else "|"))
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +210,7 @@ def write_results(out: Path, reports: list[dict]) -> None:
 
 
 def plot_comparison(reports: list[dict], path: Path) -> Path:
-    """Grouped bar chart: one group per task, one bar per model (acc_norm with stderr)."""
+    """Grouped bar chart: one group per task, one bar per model (the task's primary metric with stderr)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,11 +220,13 @@ def plot_comparison(reports: list[dict], path: Path) -> Path:
     width = 0.8 / len(reports)
     fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(tasks)), 4), dpi=120)
     for i, rep in enumerate(reports):
-        vals = [r["metrics"]["acc_norm"] for r in rep["results"]]
-        errs = [r["stderr"]["acc_norm"] for r in rep["results"]]
+        keys = [primary_metric(r) for r in rep["results"]]
+        vals = [r["metrics"][k] if k != "perplexity" else 0.0 for r, k in zip(rep["results"], keys)]
+        errs = [r["stderr"].get(k, 0.0) for r, k in zip(rep["results"], keys)]
         ax.bar([j + i * width for j in range(len(tasks))], vals, width, yerr=errs, capsize=3, label=rep["model"])
-    ax.set_xticks([j + width * (len(reports) - 1) / 2 for j in range(len(tasks))], tasks)
-    ax.set_ylabel("acc_norm")
+    labels = [f"{t}\n({primary_metric(r)})" for t, r in zip(tasks, reports[0]["results"])]
+    ax.set_xticks([j + width * (len(reports) - 1) / 2 for j in range(len(tasks))], labels)
+    ax.set_ylabel("score")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()

@@ -21,7 +21,7 @@ from typing import Callable
 from llmkit.core.errors import ConfigError
 from llmkit.eval import sources
 
-KINDS = ("mc", "generate", "perplexity")
+KINDS = ("mc", "loglik", "generate")  # loglik: one continuation, greedy-match accuracy (LAMBADA)
 SAMPLERS = ("random", "first")
 
 
@@ -100,6 +100,8 @@ class Task:
     metrics: tuple[str, ...] = ("acc", "acc_norm")
     stop: tuple[str, ...] = ()  # stop strings for generation
     normalize: str = "none"  # answer normalisation for generate tasks: "none" | "squad" | "number"
+    max_tokens: int = 32  # generation budget per item (generate tasks)
+    fewshot_pool: Callable[[], list[Doc]] | None = None  # fixed solved examples (GSM8K's chain-of-thought set)
     subtasks: tuple[str, ...] = field(default=())  # an aggregate (mmlu) scores the union of these
 
     def __post_init__(self):
@@ -120,8 +122,11 @@ class Task:
             raise ConfigError(f"shots must be >= 0, got {shots}", "pass --shots 0 or more")
         all_docs = self.docs()
         docs = all_docs[:limit] if limit is not None else all_docs
-        same_split = self.fewshot_split is None or self.fewshot_split == self.split
-        pool = all_docs if same_split or not shots else self.docs(self.fewshot_split)
+        same_split = self.fewshot_pool is None and (self.fewshot_split is None or self.fewshot_split == self.split)
+        if same_split or not shots:
+            pool = all_docs
+        else:
+            pool = self.fewshot_pool() if self.fewshot_pool is not None else self.docs(self.fewshot_split)
         usable = [j for j, d in enumerate(pool) if d.gold is not None or d.answers]
         return [self._item(i, doc, self._fewshot(i, shots, seed, pool, usable, same_split)) for i, doc in enumerate(docs)]
 
@@ -148,7 +153,7 @@ class Task:
             task=self.name,
             index=index,
             contexts=tuple(head + c for c in doc.contexts),
-            continuations=tuple(self.target_delimiter + t for t in doc.targets) if self.kind == "mc" else (),
+            continuations=tuple(self.target_delimiter + t for t in doc.targets) if self.kind != "generate" else (),
             gold=doc.gold,
             choices=doc.choices or doc.targets,
             answers=doc.answers,
@@ -286,19 +291,27 @@ for _subject in MMLU_SUBJECTS:
     BUILTIN[f"mmlu_{_subject}"] = (lambda s: lambda: _mmlu_task(s))(_subject)
 
 
+def _builtin() -> dict[str, Callable[[], Task]]:
+    """Multiple-choice tasks from this file plus the generative ones of gen_tasks.py (imported late: it imports us)."""
+    from llmkit.eval.gen_tasks import GENERATIVE
+
+    return {**BUILTIN, **GENERATIVE}
+
+
 def list_tasks() -> list[str]:
     """Built-in task names plus the YAML tasks in ``llmkit/configs/tasks/``."""
     from llmkit.eval.yaml_tasks import packaged_yaml_tasks
 
-    return sorted(set(BUILTIN) | set(packaged_yaml_tasks()))
+    return sorted(set(_builtin()) | set(packaged_yaml_tasks()))
 
 
 def load_task(name: str) -> Task:
     """A built-in task, a packaged YAML task by name, or a path to a task YAML file."""
     from llmkit.eval.yaml_tasks import load_yaml_task, packaged_yaml_tasks
 
-    if name in BUILTIN:
-        return BUILTIN[name]()
+    builtin = _builtin()
+    if name in builtin:
+        return builtin[name]()
     if name.endswith((".yaml", ".yml")):
         return load_yaml_task(name)
     packaged = packaged_yaml_tasks()

@@ -47,3 +47,42 @@ def test_split_pair_moves_trailing_space():
     assert ctx == tok.encode("Question: hi\nAnswer:") and cont == tok.encode(" yes")
     ctx, cont = split_pair(tok, "", "abc")
     assert ctx == [0] and cont == tok.encode("abc")
+
+
+def _random_groups(g, n_groups, shared_prefix=()):
+    groups = []
+    for _ in range(n_groups):
+        ctx = list(shared_prefix) + torch.randint(1, 300, (int(torch.randint(1, 20, (1,), generator=g)),),
+                                                  generator=g).tolist()
+        k = int(torch.randint(1, 5, (1,), generator=g))
+        conts = [torch.randint(1, 300, (int(n),), generator=g).tolist() for n in torch.randint(1, 6, (k,), generator=g)]
+        groups.append([(ctx, c) for c in conts])
+    return groups
+
+
+@pytest.mark.parametrize("batch", [1, 3, 16])
+def test_batch_scorer_equals_reference(model, batch):
+    """Cross-item batching (sorted by length, left-padded) and shared prefixes give the oracle's numbers."""
+    from llmkit.eval.batch_scorer import BatchScorer
+
+    g = torch.Generator().manual_seed(1)
+    prefix = torch.randint(1, 300, (20,), generator=g).tolist()
+    groups = _random_groups(g, 6) + _random_groups(g, 4, prefix) + _random_groups(g, 3)
+    groups.append([([7, 8, 9], [1]), ([7, 8, 10], [1])])  # Winogrande-like: one context per choice
+    groups.append([(list(range(1, 70)), [3, 4])])  # over the 64-token window
+    got = BatchScorer(model, batch=batch, min_prefix=8).score(groups)
+    for reqs, res in zip(groups, got):
+        assert len(res) == len(reqs)
+        for (ctx, cont), s in zip(reqs, res):
+            ref = score_reference(model, ctx, cont)
+            assert s.logprob == pytest.approx(ref.logprob, abs=1e-4) and s.greedy == ref.greedy
+            assert s.n_tokens == len(cont)
+
+
+def test_prefix_runs_share_only_long_common_prefixes():
+    from llmkit.eval.batch_scorer import _prefix_runs, _Unit
+
+    u = lambda ctx: _Unit(ctx, [[1]], [(0, 0)])  # noqa: E731
+    units = [u([1, 2, 3, 4, 5]), u([1, 2, 3, 4, 6]), u([1, 2, 3, 9, 9]), u([5, 5, 5]), u([1, 2])]
+    assert _prefix_runs(units, 3) == [([0, 1, 2], 3), ([3], 0), ([4], 0)]
+    assert _prefix_runs(units, 4) == [([0, 1], 4), ([2], 0), ([3], 0), ([4], 0)]
