@@ -76,8 +76,15 @@ def cmd_plan(a: argparse.Namespace) -> None:
 def cmd_quickstart(a: argparse.Namespace) -> None:
     from llmkit.train.quickstart import quickstart
 
+    evaluate = None
+    if a.eval_limit > 0:
+        from llmkit.eval.harness import small_eval
+
+        def evaluate(checkpoint: str) -> list[dict]:
+            return small_eval(checkpoint, limit=a.eval_limit)
+
     quickstart(name=a.name, runs=a.runs, train_seconds=a.train_seconds, corpus_mb=a.corpus_mb,
-               vocab_size=a.vocab_size, ask_smollm=not a.no_smollm)
+               vocab_size=a.vocab_size, ask_smollm=not a.no_smollm, evaluate=evaluate)
 
 
 def _keys_help() -> str:
@@ -116,6 +123,8 @@ def register(sub) -> None:
     p.add_argument("--corpus-mb", type=float, default=6.0, help="MB of stdlib text to use (default %(default)s)")
     p.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocabulary size (default %(default)s)")
     p.add_argument("--no-smollm", action="store_true", help="skip the SmolLM2 explanation step")
+    p.add_argument("--eval-limit", type=int, default=50,
+                   help="items per task of the small benchmark eval on the trained model; 0 = skip (default %(default)s)")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("plan", help="compute-optimal model/data size, FLOPs, memory and time for a budget",

@@ -23,7 +23,7 @@ Results equal ``score_reference`` (the full-forward oracle) up to float rounding
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -96,15 +96,25 @@ class BatchScorer:
     def device(self) -> torch.device:
         return self.model.tok_emb.weight.device
 
-    def score(self, groups: Sequence[Sequence[tuple[list[int], list[int]]]], progress=None) -> list[list[Scored]]:
+    def score(self, groups: Sequence[Sequence[tuple[list[int], list[int]]]],
+              on_group: Callable[[int, list[Scored]], None] | None = None) -> list[list[Scored]]:
+        """Scores in request order; ``on_group(g, scores)`` is called as soon as group g is complete."""
         out: list[list[Scored | None]] = [[None] * len(reqs) for reqs in groups]
+        pending = [len(reqs) for reqs in groups]
+
+        def put(g: int, j: int, s: Scored) -> None:
+            out[g][j] = s
+            pending[g] -= 1
+            if pending[g] == 0 and on_group is not None:
+                on_group(g, out[g])  # type: ignore[arg-type]
+
         units = _units(groups)
         window = self.model.cfg.max_seq_len
         fits = [u for u in units if len(u.ctx) + max(len(c) for c in u.conts) - 1 <= window]
         for u in units:  # over the window: each continuation keeps its own tail of context
             if len(u.ctx) + max(len(c) for c in u.conts) - 1 > window:
                 for cont, (g, j) in zip(u.conts, u.slots):
-                    out[g][j] = score_reference(self.model, u.ctx, cont)
+                    put(g, j, score_reference(self.model, u.ctx, cont))
         loose: list[_Unit] = []
         for idx, shared in _prefix_runs(fits, self.min_prefix):
             if not shared:
@@ -112,10 +122,10 @@ class BatchScorer:
                 continue
             prefix = self._prefill(fits[idx[0]].ctx[:shared])
             for i in idx:
-                self._write(out, [fits[i]], self._score_units([fits[i]], prefix, shared), progress)
+                self._write(put, [fits[i]], self._score_units([fits[i]], prefix, shared))
         loose.sort(key=lambda u: len(u.ctx))  # group by length: little padding per batch
         for chunk in self._chunks(loose):
-            self._write(out, chunk, self._score_units(chunk), progress)
+            self._write(put, chunk, self._score_units(chunk))
         assert all(s is not None for row in out for s in row)
         return out  # type: ignore[return-value]
 
@@ -134,12 +144,10 @@ class BatchScorer:
             yield chunk
 
     @staticmethod
-    def _write(out, units: list[_Unit], scored: list[list[Scored]], progress) -> None:
+    def _write(put, units: list[_Unit], scored: list[list[Scored]]) -> None:
         for u, res in zip(units, scored):
             for (g, j), s in zip(u.slots, res):
-                out[g][j] = s
-        if progress is not None:
-            progress(units)
+                put(g, j, s)
 
     @torch.inference_mode()
     def _prefill(self, ids: list[int]) -> KVCache:

@@ -51,19 +51,13 @@ def item_requests(lm, item: Item, chat: bool = False) -> list[tuple[list[int], l
     return [split_pair(lm.tokenizer, c, x) for c, x in reqs]
 
 
-def score_items(lm, items: list[Item], chat: bool = False, on_done=None, batch: int = 16) -> list[list[Scored]]:
-    """Scored choices of every item, batched across items (see batch_scorer.py)."""
+def score_items(lm, items: list[Item], chat: bool = False, on_item=None, batch: int = 16) -> list[list[Scored]]:
+    """Scored choices of every item, batched across items (see batch_scorer.py).
+
+    ``on_item(i, scores)`` is called as each item completes (items finish out of order).
+    """
     groups = [item_requests(lm, it, chat) for it in items]
-    pending = [len(g) for g in groups]
-
-    def progress(units):  # an item is done when all its choices are
-        for u in units:
-            for g, _ in u.slots:
-                pending[g] -= 1
-                if pending[g] == 0 and on_done is not None:
-                    on_done(g)
-
-    return BatchScorer(lm.model, batch=batch).score(groups, progress)
+    return BatchScorer(lm.model, batch=batch).score(groups, on_item)
 
 
 def score_item(lm, item: Item, chat: bool = False) -> list[float]:
@@ -97,7 +91,7 @@ def _mc_metrics(item: Item, scored: list[Scored]) -> dict[str, float]:
 
 
 def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed: int = 1234,
-                  chat: bool = False, progress: bool = True) -> TaskResult:
+                  chat: bool = False, progress: bool = True, batch_size: int = 16) -> TaskResult:
     """Score one task (or ``ppl:PATH``) on a loaded model."""
     t0 = time.perf_counter()
     if name.startswith(PPL_SPEC):
@@ -124,11 +118,12 @@ def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed:
         def on_answer(i: int, text: str) -> None:
             done(i, answer_metrics(task, items[i], text))
 
-        generate_answers(lm, items, task.max_tokens, chat, on_answer)
+        generate_answers(lm, items, task.max_tokens, chat, on_answer, batch=max(1, batch_size // 2))
     else:
-        scored = score_items(lm, items, chat)
-        for i, (it, sc) in enumerate(zip(items, scored)):
-            done(i, _mc_metrics(it, sc) if task.kind == "mc" else {"acc": float(sc[0].greedy)})
+        def on_item(i: int, sc: list[Scored]) -> None:
+            done(i, _mc_metrics(items[i], sc) if task.kind == "mc" else {"acc": float(sc[0].greedy)})
+
+        scored = score_items(lm, items, chat, on_item, batch=batch_size)
         if task.kind == "loglik":  # corpus perplexity of the continuations (lm-eval's lambada ppl)
             nll, n = -sum(sc[0].logprob for sc in scored), max(len(scored), 1)
             extra["perplexity"] = math.exp(nll / n)
@@ -163,7 +158,7 @@ def _bar(enabled: bool, total: int, desc: str):
 
 def evaluate(model: str, tasks: list[str], shots: int = 0, limit: int | None = None, seed: int = 1234,
              chat: bool = False, out_dir: str | None = None, device: str = "auto",
-             progress: bool = True) -> dict:
+             progress: bool = True, batch_size: int = 16) -> dict:
     """Score one model on several tasks; writes results.json + results.md into out_dir if given."""
     from llmkit.formats.loader import load_model
 
@@ -171,16 +166,40 @@ def evaluate(model: str, tasks: list[str], shots: int = 0, limit: int | None = N
         raise ConfigError("no tasks given", "pass e.g. --tasks arc_easy,hellaswag")
     if limit is not None and limit <= 0:
         raise ConfigError(f"--limit must be positive (got {limit})", "omit it to use every item")
-    for t in tasks:
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive (got {batch_size})", "use e.g. 16")
+    if shots < 0:
+        raise ConfigError(f"--shots must be >= 0 (got {shots})", "use 0 for zero-shot")
+    for t in tasks:  # fail on an unknown task or a missing file before loading the model
+        if t.startswith(PPL_SPEC) and not Path(t[len(PPL_SPEC):]).exists():
+            raise ConfigError(f"perplexity input {t[len(PPL_SPEC):]!r} does not exist", "pass ppl:FILE, ppl:DIR or ppl:SHARDS")
         if not t.startswith(PPL_SPEC):
-            load_task(t)  # fail on an unknown task before loading the model
+            load_task(t)
     lm = load_model(model, device=device)
-    results = [evaluate_task(lm, t, shots, limit, seed, chat, progress) for t in tasks]
+    results = [evaluate_task(lm, t, shots, limit, seed, chat, progress, batch_size) for t in tasks]
     report = {"model": model, "shots": shots, "limit": limit, "seed": seed, "chat": chat, "complete": True,
               "results": [asdict(r) for r in results]}
     if out_dir:
         write_results(Path(out_dir), [report])
     return report
+
+
+SMALL_EVAL = ("arc_easy", "hellaswag", "piqa")
+
+
+def small_eval(model: str, tasks: tuple[str, ...] = SMALL_EVAL, limit: int = 50) -> list[dict]:
+    """A quick report-card eval: acc_norm per task next to the chance rate (for the quickstart)."""
+    from llmkit.formats.loader import load_model
+
+    lm = load_model(model, device="cpu")
+    rows = []
+    for name in tasks:
+        items, _ = _collect(load_task(name), 0, 1234, limit)
+        r = evaluate_task(lm, name, limit=limit, progress=False)
+        chance = sum(1 / it.n_choices for it in items) / max(len(items), 1)
+        rows.append({"task": name, "n": r.n, "metric": "acc_norm", "value": r.metrics["acc_norm"],
+                     "stderr": r.stderr["acc_norm"], "chance": chance})
+    return rows
 
 
 def primary_metric(result: dict) -> str:

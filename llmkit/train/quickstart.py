@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from llmkit.train.config import TrainConfig
 
@@ -31,6 +32,7 @@ class QuickstartReport:
     samples_after: list[str] = field(default_factory=list)
     answer: str = ""
     commands: list[str] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)  # {"task", "n", "metric", "value", "stderr", "chance"}
 
 
 def _say(text: str) -> None:
@@ -71,8 +73,13 @@ def _calibrate_steps(cfg: TrainConfig, train_seconds: float) -> int:
 
 
 def quickstart(name: str = "quickstart", runs: str = "runs", train_seconds: float = 150.0,
-               corpus_mb: float = 6.0, vocab_size: int = 4096, ask_smollm: bool = True) -> QuickstartReport:
-    """Run the whole pipeline and write ``runs/<name>/report.md``; returns the report data."""
+               corpus_mb: float = 6.0, vocab_size: int = 4096, ask_smollm: bool = True,
+               evaluate: Callable[[str], list[dict]] | None = None) -> QuickstartReport:
+    """Run the whole pipeline and write ``runs/<name>/report.md``; returns the report data.
+
+    ``evaluate(checkpoint) -> rows`` is the small benchmark eval; it lives in a higher
+    layer (llmkit.eval), so the CLI passes it in.
+    """
     from llmkit.data.prepare import prepare
     from llmkit.data.sources import StdlibSource, iter_documents
     from llmkit.model import Transformer, preset
@@ -135,6 +142,15 @@ def quickstart(name: str = "quickstart", runs: str = "runs", train_seconds: floa
     uniform_bpb = math.log2(tok.vocab_size) * val["tokens"] / val["bytes"]  # guessing uniformly over the vocab
     _say(f"4/5 validation: {res.val_loss:.3f} nats/token = {res.val_bpb:.3f} bits per byte "
          f"(uniform guessing over the vocabulary: {uniform_bpb:.2f})")
+    if evaluate is not None:
+        t = time.perf_counter()
+        rep.evals = evaluate(str(res.checkpoint))
+        rep.steps["eval"] = time.perf_counter() - t
+        for row in rep.evals:
+            _say(f"   eval {row['task']}: {row['metric']} {row['value']:.3f} ± {row['stderr']:.3f} "
+                 f"(chance {row['chance']:.3f}, {row['n']} items)")
+        rep.commands.append(f"llmkit eval --model {res.checkpoint} --tasks "
+                            + ",".join(r["task"] for r in rep.evals) + f" --limit {rep.evals[0]['n'] if rep.evals else 50}")
     if ask_smollm:
         _say("5/5 asking SmolLM2-135M-Instruct (the packaged chat model) what we just did")
         t = time.perf_counter()
@@ -170,7 +186,17 @@ def write_report(rep: QuickstartReport) -> Path:
              "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in rep.steps.items()]
     lines += ["", "| number | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in n.items()]
-    lines += ["", "![loss curve](model/loss.png)", "", "## Samples before training", ""]
+    lines += ["", "![loss curve](model/loss.png)", ""]
+    if rep.evals:
+        lines += ["## Small benchmark eval", "",
+                  "A few-million-parameter model trained for minutes on code is expected near chance here; "
+                  "the point is reading a model the way `llmkit eval` reads any model "
+                  "(SmolLM2's full numbers are in docs/benchmarks.md).", "",
+                  "| task | n | metric | value | chance |", "|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['n']} | {r['metric']} | {r['value']:.3f} ± {r['stderr']:.3f} | {r['chance']:.3f} |"
+                  for r in rep.evals]
+        lines += [""]
+    lines += ["## Samples before training", ""]
     lines += [f"```\n{s}\n```" for s in rep.samples_before]
     lines += ["", "## Samples after training", ""] + [f"```\n{s}\n```" for s in rep.samples_after]
     if rep.answer:

@@ -135,3 +135,33 @@ def test_yaml_gold_out_of_range(tmp_path):
     p = _write(tmp_path, 'data: d.jsonl\ncontext: "{q}"\nchoices: opts\ngold: a\n', '{"q": "x", "opts": ["a"], "a": 3}\n')
     with pytest.raises(ConfigError, match="'gold'"):
         load_task(str(p)).items()
+
+
+def test_yaml_generative_task(tmp_path):
+    (tmp_path / "g.jsonl").write_text('{"q": "2+2?", "ans": ["4", "four"]}\n{"q": "3+3?", "ans": "6"}\n')
+    (tmp_path / "g.yaml").write_text('kind: generate\ndata: g.jsonl\ncontext: "Q: {q}\\nA:"\nanswers: ans\n'
+                                     'stop: ["\\n", "."]\nmax_tokens: 8\nmetrics: [exact_match, f1]\n')
+    task = load_task(str(tmp_path / "g.yaml"))
+    items = task.items(shots=1, seed=0)
+    assert task.kind == "generate" and task.max_tokens == 8 and task.stop == ("\n", ".")
+    assert items[0].answers == ("4", "four") and items[1].answers == ("6",)
+    assert items[1].contexts[0] == "Q: 2+2?\nA: 4\n\nQ: 3+3?\nA:"  # one solved example first
+    packaged = load_task("example_arithmetic").items(limit=2)
+    assert packaged[0].contexts[0].startswith("Question: What is ") and packaged[0].answers[0].isdigit()
+
+
+@pytest.mark.parametrize("text,key", [
+    ('kind: generate\ndata: g.jsonl\ncontext: "{q}"\n', "'answers'"),
+    ('kind: generate\ndata: g.jsonl\ncontext: "{q}"\nanswers: ans\nchoices: x\n', "'choices'"),
+    ('kind: generate\ndata: g.jsonl\ncontext: "{q}"\nanswers: ans\nstop: 5\n', "'stop'"),
+    ('kind: generate\ndata: g.jsonl\ncontext: "{q}"\nanswers: ans\nmax_tokens: -1\n', "'max_tokens'"),
+    ('kind: generate\ndata: g.jsonl\ncontext: "{q}"\nanswers: ans\nmetrics: [acc]\n', "'metrics'"),
+    ('kind: generate\ndata: g.jsonl\ncontext: "{q}"\nanswers: nope\n', "'answers'"),
+    ('kind: essay\ndata: g.jsonl\n', "'kind'"),
+])
+def test_malformed_generative_yaml(tmp_path, text, key):
+    (tmp_path / "g.jsonl").write_text('{"q": "2+2?", "ans": "4"}\n')
+    (tmp_path / "g.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_task(str(tmp_path / "g.yaml")).items()
+    assert key in str(e.value) and "\n" not in str(e.value)
