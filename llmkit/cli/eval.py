@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from llmkit.core.errors import ConfigError
+
 
 def cmd_eval(a: argparse.Namespace) -> None:
     from llmkit.eval.harness import evaluate, markdown_table, write_results
@@ -16,9 +18,14 @@ def cmd_eval(a: argparse.Namespace) -> None:
         print("ppl:PATH        perplexity and bits/byte of a text file, a directory or `llmkit data prepare` shards")
         return
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    if a.samples and not a.out:
+        raise ConfigError("--samples needs --out DIR", "add --out runs/eval")
     models = a.model or ["smollm2"]
-    reports = [evaluate(m, tasks, a.shots, a.limit, a.seed, a.chat, None, a.device, not a.no_progress, a.batch_size)
-               for m in models]
+    out = a.out if a.samples else None  # samples are written per model as soon as its run ends
+    if a.samples and len(models) > 1:
+        raise ConfigError("--samples works with one --model at a time", "run each model with its own --out")
+    reports = [evaluate(m, tasks, a.shots, a.limit, a.seed, a.chat, out, a.device, not a.no_progress, a.batch_size,
+                        write_samples=a.samples) for m in models]
     for rep in reports:
         for r in rep["results"]:
             for note in r["notes"]:
@@ -51,6 +58,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="contexts per forward (multiple choice; generation uses half) (default %(default)s)")
+    p.add_argument("--samples", action="store_true",
+                   help="also write OUT/samples/<task>.jsonl: each item's log-likelihoods or generated text")
     p.add_argument("--list", action="store_true", help="list the available tasks and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

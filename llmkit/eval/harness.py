@@ -34,6 +34,13 @@ class TaskResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     subtasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list, repr=False)  # per item: what was asked, what came out
+
+    def summary(self) -> dict:
+        """Everything but the per-item samples (those go to samples/<task>.jsonl with --samples)."""
+        d = asdict(self)
+        d.pop("samples")
+        return d
 
 
 def _chat_context(lm, context: str) -> str:
@@ -102,10 +109,12 @@ def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed:
     items, notes = _collect(task, shots, seed, limit)
     bar = _bar(progress, len(items), name)
     per_item: list[dict[str, float] | None] = [None] * len(items)
+    samples: list[dict | None] = [None] * len(items)
     extra: dict[str, float] = {}
 
-    def done(i: int, metrics: dict[str, float]) -> None:
+    def done(i: int, metrics: dict[str, float], **record) -> None:
         per_item[i] = metrics
+        samples[i] = {"task": items[i].task, "index": items[i].index, **record, "metrics": metrics}
         if bar is not None:
             bar.update(1)
             key = task.metrics[0]
@@ -116,12 +125,13 @@ def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed:
         from llmkit.eval.generative import answer_metrics, generate_answers
 
         def on_answer(i: int, text: str) -> None:
-            done(i, answer_metrics(task, items[i], text))
+            done(i, answer_metrics(task, items[i], text), output=text, answers=list(items[i].answers))
 
         generate_answers(lm, items, task.max_tokens, chat, on_answer, batch=max(1, batch_size // 2))
     else:
         def on_item(i: int, sc: list[Scored]) -> None:
-            done(i, _mc_metrics(items[i], sc) if task.kind == "mc" else {"acc": float(sc[0].greedy)})
+            metrics = _mc_metrics(items[i], sc) if task.kind == "mc" else {"acc": float(sc[0].greedy)}
+            done(i, metrics, logliks=[s.logprob for s in sc], gold=items[i].gold)
 
         scored = score_items(lm, items, chat, on_item, batch=batch_size)
         if task.kind == "loglik":  # corpus perplexity of the continuations (lm-eval's lambada ppl)
@@ -137,7 +147,8 @@ def evaluate_task(lm, name: str, shots: int = 0, limit: int | None = None, seed:
         for it, m in zip(items, per_item):
             by_sub.setdefault(it.task, []).append(m["acc"])
         subtasks = {k: {"acc": sum(v) / len(v), "n": len(v)} for k, v in by_sub.items()}
-    return TaskResult(name, len(items), shots, metrics, stderr, time.perf_counter() - t0, notes, subtasks)
+    return TaskResult(name, len(items), shots, metrics, stderr, time.perf_counter() - t0, notes, subtasks,
+                      samples)  # type: ignore[arg-type]
 
 
 def _aggregate(task: Task, per_item: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -158,8 +169,12 @@ def _bar(enabled: bool, total: int, desc: str):
 
 def evaluate(model: str, tasks: list[str], shots: int = 0, limit: int | None = None, seed: int = 1234,
              chat: bool = False, out_dir: str | None = None, device: str = "auto",
-             progress: bool = True, batch_size: int = 16) -> dict:
-    """Score one model on several tasks; writes results.json + results.md into out_dir if given."""
+             progress: bool = True, batch_size: int = 16, write_samples: bool = False) -> dict:
+    """Score one model on several tasks; writes results.json + results.md into out_dir if given.
+
+    With ``write_samples``, out_dir also gets samples/<task>.jsonl: every item's
+    log-likelihoods or generated text next to its metrics.
+    """
     from llmkit.formats.loader import load_model
 
     if not tasks:
@@ -178,8 +193,10 @@ def evaluate(model: str, tasks: list[str], shots: int = 0, limit: int | None = N
     lm = load_model(model, device=device)
     results = [evaluate_task(lm, t, shots, limit, seed, chat, progress, batch_size) for t in tasks]
     report = {"model": model, "shots": shots, "limit": limit, "seed": seed, "chat": chat, "complete": True,
-              "results": [asdict(r) for r in results]}
+              "results": [r.summary() for r in results]}
     if out_dir:
+        if write_samples:
+            write_samples_files(Path(out_dir), results)
         write_results(Path(out_dir), [report])
     return report
 
@@ -217,6 +234,16 @@ def markdown_table(reports: list[dict]) -> str:
                 lines.append(f"| {rep['model']} | {r['task']} | {r['shots']} | {r['n']} | {k} | {v:.4f} | "
                              + (f"{err:.4f} |" if err is not None else "|"))
     return "\n".join(lines) + "\n"
+
+
+def write_samples_files(out: Path, results: list[TaskResult]) -> None:
+    from llmkit.core.fileio import atomic_write_file
+
+    for r in results:
+        if r.samples:
+            name = r.task.replace("/", "_").replace(":", "_")
+            atomic_write_file(out / "samples" / f"{name}.jsonl",
+                              "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in r.samples))
 
 
 def write_results(out: Path, reports: list[dict]) -> None:

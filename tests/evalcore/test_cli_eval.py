@@ -10,7 +10,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_cli_eval_generative_and_perplexity(tmp_path, capsys):
     rc = main(["eval", "--tasks", f"example_arithmetic,ppl:{README}", "--limit", "300", "--shots", "1",
-               "--out", str(tmp_path), "--no-progress"])
+               "--out", str(tmp_path), "--no-progress", "--samples"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "note: example_arithmetic: --limit 300 is more than its 8 items; using all 8" in out
@@ -20,6 +20,10 @@ def test_cli_eval_generative_and_perplexity(tmp_path, capsys):
     assert arith["n"] == 8 and 0 <= arith["metrics"]["exact_match"] <= 1 and "exact_match" in arith["stderr"]
     assert ppl["n"] == 299 and ppl["metrics"]["perplexity"] > 1 and 0 < ppl["metrics"]["bits_per_byte"] < 8
     assert "| exact_match |" in (tmp_path / "results.md").read_text()
+    rows = [json.loads(x) for x in (tmp_path / "samples" / "example_arithmetic.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all({"output", "answers", "metrics"} <= set(r) for r in rows)
+    assert sum(r["metrics"]["exact_match"] for r in rows) / 8 == arith["metrics"]["exact_match"]
+    assert "samples" not in arith
 
 
 def test_cli_eval_bad_inputs_are_one_line(tmp_path, capsys):
