@@ -37,6 +37,9 @@ from llmkit.generate.sampling import SamplingParams, process_logits, sample, use
 from llmkit.model import KVCache
 
 
+GROW = 256  # cache slots added per repack beyond the longest live row
+
+
 class QueueFullError(LLMKitError):
     """Every slot is busy and the waiting queue is full: retry later (HTTP 429)."""
 
@@ -91,7 +94,7 @@ class Request:
         self.cancelled = True
         self._wake()
 
-    def iter(self) -> Iterator[Delta | PromptLogprobs]:
+    def iter(self) -> Iterator[Delta | PromptLogprobs | Completion]:
         while True:
             item = self._events.get()
             if item is _DONE:
@@ -100,7 +103,7 @@ class Request:
                 raise item
             yield item
 
-    async def aiter(self) -> AsyncIterator[Delta | PromptLogprobs]:
+    async def aiter(self) -> AsyncIterator[Delta | PromptLogprobs | Completion]:
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         self._notify = lambda: loop.call_soon_threadsafe(ready.set)
@@ -337,7 +340,8 @@ class Scheduler:
         """One cache for all live rows, with room for the longest remaining generation."""
         pos = max(k.shape[2] for k, _ in segments)
         left = max(lv.row.params.max_tokens - len(lv.row.tokens) for lv in self._live)
-        capacity = min(pos + left, self.engine.model.cfg.max_seq_len)
+        # grow in chunks, not to max_tokens at once: a long max_tokens would reserve memory it rarely uses
+        capacity = min(pos + min(left, GROW), self.engine.model.cfg.max_seq_len)
         return pack_rows(segments, max(capacity, pos + 1))
 
     def _emit(self, lv: _Live, logits: torch.Tensor) -> bool:
