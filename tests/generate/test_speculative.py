@@ -5,7 +5,7 @@ import torch
 
 from llmkit.generate import Engine, SamplingParams
 from llmkit.generate.speculative import layer_skip_draft, ngram_proposal, speculative_greedy
-from llmkit.model import Transformer, preset
+from llmkit.model import Transformer
 
 PROMPTS = [[5, 17, 99, 3, 5, 17, 99], [200, 1], list(range(40, 60)) * 2, [42]]
 
