@@ -140,6 +140,7 @@ class _Live:
     row: _Row
     next_id: int  # the token to feed at the next decode step
     counts: torch.Tensor | None = None  # (1, V) output token counts, only with penalties
+    stop_lp: TokenLogprob | None = None  # logprob of the stop token that ended the row
     kept: list[int] = field(default_factory=list)
 
 
@@ -359,6 +360,8 @@ class Scheduler:
         self.stats.generated_tokens += 1
         lv.req._put(delta)
         if row.finish is not None:
+            if lp is not None and tok in row.stop_ids:
+                lv.stop_lp = lp
             self._finish(lv, row.finish)
             return False
         lv.next_id = tok
@@ -378,7 +381,7 @@ class Scheduler:
         row = lv.row
         self.stats.finished += 1
         lv.req._put(Completion(row.tokens, row.stream.text, reason, len(row.prompt),
-                               row.logprobs if row.params.logprobs is not None else None))
+                               row.logprobs if row.params.logprobs is not None else None, lv.stop_lp))
         self._end(lv.req)
 
     def _drop(self, rows: list[int], cancelled: bool = False) -> None:

@@ -75,6 +75,8 @@ def _choice(state, body, index, prompt_ids, prompt_text, done: Completion, plp: 
                 b.add(t, lp)
         for t, lp in zip(done.token_ids, done.logprobs or []):
             b.add(t, lp)
+        if body.echo and done.stop_logprob is not None:  # scorers expect the generated token, even EOS
+            b.add(done.stop_logprob.token_id, done.stop_logprob)
         logprobs = b.out
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": done.finish_reason}
 
