@@ -8,7 +8,8 @@ random max_tokens; 20% of the clients hang up after a few tokens. Reported:
 aggregate generated tok/s over the wall time, time to first token (p50/p95),
 inter-token latency (p50/p95), errors, slots left after the run, and RSS growth.
 The baseline is the same engine decoding requests one at a time (batch 1, no
-server) on --seq of the same requests, in the same process.
+server) on --seq of the same requests, in the same process, half before and half
+after the load phase (a shared machine's load drifts).
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
+    seq_specs = [s for s in specs if not s["hang_up_after"]][:a.seq]
+    half = max(len(seq_specs) // 2, 1)
+    before = sequential(lm, seq_specs[:half])  # the machine's load drifts: measure before and after
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results, wall = asyncio.run(load(url, specs[:2]))  # warm-up
     results, wall = asyncio.run(load(url, specs))
@@ -136,8 +140,8 @@ def main() -> None:
     server.should_exit = True
     thread.join(30)
 
-    seq_specs = [s for s in specs if not s["hang_up_after"]][:a.seq]
-    seq_tokens, seq_time = sequential(lm, seq_specs)
+    after = sequential(lm, seq_specs[half:]) if len(seq_specs) > half else (0, 0.0)
+    seq_tokens, seq_time = before[0] + after[0], before[1] + after[1]
     errors = [r for r in results if r["status"] != 200]
     tokens = sum(r["tokens"] for r in results)
     ttft = [r["ttft"] for r in results if r["ttft"] is not None]

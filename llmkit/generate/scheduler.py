@@ -186,12 +186,14 @@ class SchedulerStats:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64):
+    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, prefill_budget: int = 1024):
         if max_batch < 1 or max_queue < 0:
             raise GenerationError(f"max_batch={max_batch}, max_queue={max_queue}",
                                   "max_batch must be >= 1 and max_queue >= 0")
         self.engine = engine
         self.max_batch, self.max_queue = max_batch, max_queue
+        # prompt tokens prefilled per step (at least one request): bounds the stall running rows see
+        self.prefill_budget = prefill_budget
         self.stats = SchedulerStats()
         self._ids = itertools.count(1)
         self._waiting: deque[Request] = deque()
@@ -209,6 +211,10 @@ class Scheduler:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def submit(self, prompt: Sequence[int], params: SamplingParams | None = None, *,
                constraint: Constraint | None = None, prompt_logprobs: int | None = None) -> Request:
@@ -288,8 +294,10 @@ class Scheduler:
 
     def _admit(self) -> None:
         with self._cv:
-            free = self.max_batch - len(self._live)
-            new = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+            free, budget, new = self.max_batch - len(self._live), self.prefill_budget, []
+            while self._waiting and len(new) < free and (not new or len(self._waiting[0].prompt) <= budget):
+                budget -= len(self._waiting[0].prompt)
+                new.append(self._waiting.popleft())
         new = [r for r in new if not self._skip_cancelled(r)]
         if not new:
             return

@@ -89,7 +89,7 @@ async def embeddings(request: Request):
 @router.get("/health")
 async def health(request: Request):
     s = _state(request)
-    alive = s.scheduler._thread is not None and s.scheduler._thread.is_alive()
+    alive = s.scheduler.alive
     body = {"status": "ok" if alive else "down", "model": s.model_id, "running": s.scheduler.running,
             "waiting": s.scheduler.waiting}
     return JSONResponse(body, status_code=200 if alive else 503)

@@ -154,3 +154,14 @@ def test_threaded_concurrent_clients_equal_alone(engine):
         sched.stop()
     assert [results[i] for i in range(len(PROMPTS))] == \
         [engine.generate([p], greedy(8 + i))[0].token_ids for i, p in enumerate(PROMPTS)]
+
+
+def test_prefill_budget_spreads_admissions_over_steps(engine):
+    sched = Scheduler(engine, max_batch=8, prefill_budget=40)
+    reqs = [sched.submit(PROMPTS[4], greedy(6)) for _ in range(3)]  # 30-token prompts
+    sched.step()
+    assert sched.running == 1 and sched.waiting == 2  # a second prompt would exceed the budget
+    sched.step()
+    assert sched.running == 2
+    got = drain(sched, reqs)
+    assert all(c.token_ids == engine.generate([PROMPTS[4]], greedy(6))[0].token_ids for c in got)
