@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 SHARE := $(VENV)/share/llmkit
 WHISPER := openai-whisper==20250625
 
-.PHONY: demo ask test install assets bench clean
+.PHONY: demo ask test install assets bench clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,12 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-test: $(VENV)/.test-installed assets
+# Debian Chromium + chromedriver for the chat-page test (tests/serve/test_web.py); never a downloaded browser.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+test: $(VENV)/.test-installed assets browser
 	$(PY) -m pytest -q
 
 bench: install assets

@@ -50,6 +50,7 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     logprobs: list[TokenLogprob] | None = None
+    stop_logprob: TokenLogprob | None = None  # the stop token that ended it (not in token_ids), when logged
 
 
 @dataclass

@@ -1,0 +1,37 @@
+"""`llmkit serve`: argument parsing; the work is llmkit.serve.api.serve."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from llmkit.serve.api import serve
+    from llmkit.serve.state import ServeConfig
+
+    cfg = ServeConfig(host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch, max_queue=a.max_queue,
+                      max_n=a.max_n, max_body_bytes=a.max_body_bytes, cors_origins=a.cors_origin,
+                      served_name=a.served_name, chat_template=a.template)
+    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server with continuous batching and a chat page",
+                       description="Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, "
+                                   "/v1/models, /tokenize, /metrics, ...) with a web chat page at /.")
+    p.add_argument("--model", "-m", default="smollm2",
+                   help="packaged name, .gguf file, llmkit checkpoint or HF directory (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set LLMKIT_API_KEY)")
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together (default %(default)s)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting before 429 (default %(default)s)")
+    p.add_argument("--max-n", type=int, default=8, help="most choices per request (default %(default)s)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default %(default)s)")
+    p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; * for any)")
+    p.add_argument("--served-name", default=None, help="model id clients send (default: the model's name)")
+    p.add_argument("--template", default=None, help="override the chat template: chatml, llama3 or alpaca")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default %(default)s)")
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,23 @@
+"""`llmkit serve` as a Python function."""
+
+from __future__ import annotations
+
+from llmkit.core.errors import ConfigError
+from llmkit.formats.loader import LoadedModel, load_model
+from llmkit.serve.state import ServeConfig
+
+
+def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = None, device: str = "auto",
+          dtype: str = "auto", log_level: str = "info") -> None:
+    """Load `model` and answer the OpenAI API on config.host:config.port until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("uvicorn is not installed", "pip install 'llmkit[serve]'") from None
+    from llmkit.serve.app import create_app
+
+    config = config or ServeConfig()
+    spec = model if isinstance(model, str) else None
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    app = create_app(lm, config, spec)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)
