@@ -151,10 +151,20 @@ def _load_gguf_cached(path: Path, use_cache: bool) -> tuple[ModelConfig, dict, T
 
 
 def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
-               dtype: str | torch.dtype | None = "auto", use_cache: bool = True) -> LoadedModel:
-    """Load a model and its tokenizer from a packaged name, GGUF, checkpoint or HF directory."""
+               dtype: str | torch.dtype | None = "auto", use_cache: bool = True,
+               keep_quantized: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer from a packaged name, GGUF, checkpoint or HF directory.
+
+    ``keep_quantized`` (GGUF only): run Q8_0/Q4_0/Q4_1/Q4_K weights packed instead of in float32.
+    """
     path, kind = resolve(spec)
-    if kind == "gguf":
+    if kind == "gguf" and keep_quantized:
+        from llmkit.formats.gguf_packed import load_gguf_packed
+
+        cfg, sd, tok, quant = load_gguf_packed(path)
+        meta = {"stage": "import", "parent": str(path.resolve()), "source_format": "gguf", "name": path.stem,
+                "quantization": quant}
+    elif kind == "gguf":
         cfg, sd, tok, meta = _load_gguf_cached(path, use_cache)
     elif kind == "llmkit":
         cfg, sd, tok, meta = load_checkpoint_model(path)
