@@ -94,7 +94,7 @@ def load_gguf_packed(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Ten
             if permuted:  # llama.cpp's q/k row order: rows move, blocks inside a row stay
                 parts = {k: unpermute_qk(v, heads).contiguous() for k, v in parts.items()}
             sd.update({f"{layer}.{k}": v for k, v in parts.items()})
-            layers[layer] = _spec(parts, info.ggml_type)
+            layers[layer] = {**_spec(parts, info.ggml_type), "exact_activations": layer == "lm_head"}
             if layer != "lm_head" or not cfg.tie_embeddings:
                 continue
         if ours is None:

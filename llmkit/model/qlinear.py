@@ -3,10 +3,12 @@
 At batch 1..8 a decode step is bound by how many weight bytes stream through
 the CPU, so a quantized weight is never expanded to a full fp32 matrix on the
 hot path: ``QuantLinear`` keeps int8 or packed 4-bit values plus per-group
-scales and calls the C++ kernel (``qkernels``), which expands one 32-value
-block at a time into registers. Larger batches (prefill), other devices and
-other dtypes dequantize the weight to ``x.dtype`` (bf16/fp16 on a GPU) and use
-the regular matmul; both paths give the same numbers up to summation order.
+scales and calls the C++ kernel (``qkernels``), which also rounds the
+activations to int8 per 32 values (as llama.cpp does) so each block is an
+integer dot product; ``q8_activations`` is the exact model of that rounding,
+and the tests hold the kernel to it. Larger batches (prefill), other devices
+and other dtypes dequantize the weight to ``x.dtype`` (bf16/fp16 on a GPU)
+and use the regular matmul with unrounded activations.
 
 The *encoders* (absmax, zero-point, group-wise, GPTQ, AWQ) live in
 ``llmkit.quantize``; this module owns the storage layout so the loader (which
@@ -59,6 +61,18 @@ def dequantize_affine(q: torch.Tensor, scale: torch.Tensor, min: torch.Tensor | 
     return w.reshape(N, K).to(dtype)
 
 
+def q8_activations(x: torch.Tensor) -> torch.Tensor:
+    """x (M, K) -> x rounded as the kernel sees it: int8 per 32-value block, d = max|x| / 127.
+
+    The kernel's result is ``q8_activations(x) @ (scale * q)^T + x @ min^T``: the
+    integer part uses the rounded activations, the min part the exact ones.
+    """
+    b = x.float().reshape(x.shape[0], -1, BLOCK)  # (M, K/32, 32)
+    d = b.abs().amax(dim=-1, keepdim=True) / 127
+    q = torch.round(b / torch.where(d == 0, torch.ones_like(d), d))
+    return (q * d).reshape(x.shape)
+
+
 class _KeepFormat(nn.Module):
     def _apply(self, fn, recurse=True):
         # .to(dtype) must not touch the format: scales keep their stored dtype, only the device moves
@@ -66,7 +80,15 @@ class _KeepFormat(nn.Module):
 
 
 class QuantLinear(_KeepFormat):
-    """y = x @ W^T + b with W in the affine group format (bits 4 or 8)."""
+    """y = x @ W^T + b with W in the affine group format (bits 4 or 8).
+
+    ``exact_activations`` makes the kernel keep x in float (about half the
+    speed per weight). The quantizers set it on the head: it picks the token,
+    near-ties between the top two logits are common, and that is where
+    rounding activations visibly changes greedy output.
+    """
+
+    exact_activations = False
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, has_min: bool,
                  bias: bool = False, scale_dtype: torch.dtype = torch.float16, device=None):
@@ -98,7 +120,8 @@ class QuantLinear(_KeepFormat):
     def spec(self) -> dict:
         """What the loader needs to rebuild this layer (stored in the checkpoint's meta.json)."""
         return {"kind": "affine", "bits": self.bits, "group_size": self.group_size, "has_min": self.min is not None,
-                "scale_dtype": str(self.scale.dtype).removeprefix("torch.")}
+                "scale_dtype": str(self.scale.dtype).removeprefix("torch."),
+                "exact_activations": self.exact_activations}
 
     def int_values(self) -> torch.Tensor:
         return unpack_int4(self.qweight) if self.bits == 4 else self.qweight
@@ -114,9 +137,9 @@ class QuantLinear(_KeepFormat):
             and x2.shape[0] <= KERNEL_MAX_ROWS and not (x2.requires_grad and torch.is_grad_enabled()) else None
         if k is not None:
             if self.bits == 4:
-                y = k.q4_matmul(x2, self.qweight, self.scale, self.min, self.group_size)
+                y = k.q4_matmul(x2, self.qweight, self.scale, self.min, self.group_size, self.exact_activations)
             else:
-                y = k.q8_matmul(x2, self.qweight, self.scale, self.min, self.group_size)
+                y = k.q8_matmul(x2, self.qweight, self.scale, self.min, self.group_size, self.exact_activations)
             if self.bias is not None:
                 y += self.bias
         else:
@@ -256,5 +279,7 @@ def quant_layer_from_spec(spec: dict, in_features: int, out_features: int, bias:
     if spec["kind"] == "nf4":
         return NF4Linear(in_features, out_features, spec["block_size"], spec["double_quant"], bias, device)
     assert spec["kind"] == "affine", spec
-    return QuantLinear(in_features, out_features, spec["bits"], spec["group_size"], spec["has_min"], bias,
-                       getattr(torch, spec["scale_dtype"]), device)
+    layer = QuantLinear(in_features, out_features, spec["bits"], spec["group_size"], spec["has_min"], bias,
+                        getattr(torch, spec["scale_dtype"]), device)
+    layer.exact_activations = bool(spec.get("exact_activations", False))
+    return layer

@@ -94,6 +94,8 @@ def quantize_model(model: Transformer, method: str = "int8", bits: int = 4, grou
             else:
                 gq = gptq_results.get(name) or quantize_groupwise(w, bits, group_size, symmetric, name)
                 new = to_quant_linear(gq, b)
+            if isinstance(new, QuantLinear):
+                new.exact_activations = name == "lm_head"  # see QuantLinear: the head keeps float activations
             model.set_submodule(name, new)
             layers[name] = new.spec()
     info = {"method": method, "bits": 8 if method.startswith("int8") else bits, "layers": layers}

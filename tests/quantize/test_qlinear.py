@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from llmkit.model.qkernels import kernels
-from llmkit.model.qlinear import NF4, QuantLinear, pack_int4, unpack_int4
+from llmkit.model.qlinear import NF4, QuantLinear, dequantize_affine, pack_int4, q8_activations, unpack_int4
 from llmkit.quantize import NF4Linear, nf4_codebook, quantize_groupwise
 from llmkit.quantize.apply import to_quant_linear
 
@@ -42,11 +42,30 @@ def _layer(bits, group, has_min, scale_dtype, bias, N=96, K=256):
 def test_kernel_matches_dequantize_oracle(bits, group, has_min, scale_dtype, bias, rows):
     layer = _layer(bits, group, has_min, scale_dtype, bias)
     x = torch.randn(rows, 256)
-    ref = F.linear(x, layer.dequantize(), layer.bias)
+    # the kernel's exact model: int8-rounded activations against scale * q, exact ones against min
+    w_q = dequantize_affine(layer.int_values(), layer.scale, None, group)
+    oracle = q8_activations(x) @ w_q.T
+    if has_min:
+        oracle += x @ dequantize_affine(torch.zeros(96, 256), layer.scale, layer.min, group).T
+    if bias:
+        oracle += layer.bias
+    exact = F.linear(x, layer.dequantize(), layer.bias)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), ref, atol=1e-4, rtol=1e-4)
-        big = torch.randn(20, 256)  # above KERNEL_MAX_ROWS: the dequantize + GEMM path
+        y = layer(x)
+        torch.testing.assert_close(y, oracle, atol=1e-4, rtol=1e-4)
+        assert (y - exact).norm() / exact.norm() < 0.02  # activation rounding costs well under 2 %
+        layer.exact_activations = True
+        torch.testing.assert_close(layer(x), exact, atol=1e-4, rtol=1e-4)
+        big = torch.randn(20, 256)  # above KERNEL_MAX_ROWS: the dequantize + GEMM path, exact
         torch.testing.assert_close(layer(big), F.linear(big, layer.dequantize(), layer.bias), atol=1e-4, rtol=1e-4)
+
+
+def test_q8_activations_known_values():
+    x = torch.zeros(1, 32)
+    x[0, :3] = torch.tensor([1.27, -0.5, 0.013])
+    # d = 1.27 / 127 = 0.01: -0.5 -> -50, 0.013 -> round(1.3) = 1 -> 0.01
+    torch.testing.assert_close(q8_activations(x)[0, :3], torch.tensor([1.27, -0.5, 0.01]))
+    assert torch.equal(q8_activations(torch.zeros(2, 64)), torch.zeros(2, 64))
 
 
 def test_lower_precision_path_and_to_keeps_the_format():
