@@ -15,8 +15,8 @@ VERBS = ("chat", "generate", "convert", "info")
 # Verb groups that live in their own cli module: each exposes register(sub) and adds its verbs
 # with set_defaults(func=...). Keep EXTRA_VERBS in sync (a test checks parser == VERBS + EXTRA_VERBS).
 EXTRA_MODULES: tuple[str, ...] = ("llmkit.cli.tokenizer", "llmkit.cli.data", "llmkit.cli.train", "llmkit.cli.eval",
-                                   "llmkit.cli.serve")
-EXTRA_VERBS: tuple[str, ...] = ("tokenizer", "data", "pretrain", "quickstart", "plan", "eval", "serve")
+                                   "llmkit.cli.serve", "llmkit.cli.quantize")
+EXTRA_VERBS: tuple[str, ...] = ("tokenizer", "data", "pretrain", "quickstart", "plan", "eval", "serve", "quantize")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int = 256) -> None:

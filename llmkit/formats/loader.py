@@ -93,10 +93,22 @@ def save_model(path: str | os.PathLike, model: Transformer, tokenizer: Tokenizer
     return ckpt.save_checkpoint(path, model.export_state_dict(), model.cfg.to_dict(), meta, files)
 
 
-def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], source: str) -> Transformer:
+def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], source: str,
+                quantization: dict[str, Any] | None = None) -> Transformer:
+    """A model on the given weights; ``quantization`` (meta.json) names the layers stored quantized."""
     try:
-        return Transformer.from_state_dict(cfg, tensors)
-    except (KeyError, RuntimeError) as e:
+        if not quantization:
+            return Transformer.from_state_dict(cfg, tensors)
+        from llmkit.model.qlinear import quant_layer_from_spec
+
+        model = Transformer(cfg, device="meta")
+        for name, spec in quantization["layers"].items():
+            old = model.get_submodule(name)
+            model.set_submodule(name, quant_layer_from_spec(spec, old.in_features, old.out_features,
+                                                            old.bias is not None, device="meta"))
+        model.load_weights(tensors, assign=True)
+        return model.eval()
+    except (KeyError, RuntimeError, AttributeError) as e:
         raise FormatError(f"weights in {source!r} do not match the model config ({e})",
                           "the checkpoint is corrupted or was written by another tool") from e
 
@@ -139,10 +151,20 @@ def _load_gguf_cached(path: Path, use_cache: bool) -> tuple[ModelConfig, dict, T
 
 
 def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
-               dtype: str | torch.dtype | None = "auto", use_cache: bool = True) -> LoadedModel:
-    """Load a model and its tokenizer from a packaged name, GGUF, checkpoint or HF directory."""
+               dtype: str | torch.dtype | None = "auto", use_cache: bool = True,
+               keep_quantized: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer from a packaged name, GGUF, checkpoint or HF directory.
+
+    ``keep_quantized`` (GGUF only): run Q8_0/Q4_0/Q4_1/Q4_K weights packed instead of in float32.
+    """
     path, kind = resolve(spec)
-    if kind == "gguf":
+    if kind == "gguf" and keep_quantized:
+        from llmkit.formats.gguf_packed import load_gguf_packed
+
+        cfg, sd, tok, quant = load_gguf_packed(path)
+        meta = {"stage": "import", "parent": str(path.resolve()), "source_format": "gguf", "name": path.stem,
+                "quantization": quant}
+    elif kind == "gguf":
         cfg, sd, tok, meta = _load_gguf_cached(path, use_cache)
     elif kind == "llmkit":
         cfg, sd, tok, meta = load_checkpoint_model(path)
@@ -153,7 +175,7 @@ def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
         meta = {"stage": "import", "parent": str(path.resolve()), "source_format": "hf", "name": path.name}
     if tok is None:
         raise FormatError(f"{str(path)!r} has no tokenizer (tokenizer.json)", "copy the tokenizer files next to the weights")
-    model = build_model(cfg, sd, str(spec))
+    model = build_model(cfg, sd, str(spec), meta.get("quantization"))
     dev = resolve_device(device)
     model = model.to(device=dev, dtype=resolve_dtype(dtype, dev))
     return LoadedModel(model=model, tokenizer=tok, config=cfg, source=str(spec), path=path, meta=meta)

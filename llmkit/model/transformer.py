@@ -90,7 +90,7 @@ class Transformer(nn.Module):
 
     def tie_weights(self) -> None:
         """Point the head at the embedding (after anything that may have replaced Parameters)."""
-        if self.cfg.tie_embeddings:
+        if self.cfg.tie_embeddings and isinstance(self.lm_head, nn.Linear):  # a quantized head has its own copy
             self.lm_head.weight = self.tok_emb.weight
 
     def load_weights(self, tensors: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> None:

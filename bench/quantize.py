@@ -1,0 +1,161 @@
+"""Quantized decode speed and perplexity on SmolLM2, against transformers fp32, in one run.
+
+    python bench/quantize.py [--tokens 64] [--repeats 2] [--batches 1,8] [--ppl-tokens 4096] [--kernels]
+
+Rows: llmkit fp32 (the packaged GGUF dequantized), llmkit int8 (per-channel
+absmax), llmkit int4 (group 64, round-to-nearest), llmkit GGUF-native Q4_1
+(the packaged file's own blocks, `keep_quantized=True`), and transformers
+fp32 `generate` on the same GGUF. Greedy, EOS ignored, decode tok/s =
+rows x (tokens - 1) / (time for N tokens - time for 1 token). Perplexity is on
+held-out stdlib text, scored through the same kernels decode uses (every
+linear layer runs the quantized kernel, int8-rounded activations included).
+--kernels also times each SmolLM2 layer shape alone for every candidate kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+import warnings
+
+import torch
+from common import best_time  # bench/common.py
+
+from generate import PROMPTS, hf_side  # bench/generate.py: the same transformers side
+
+SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]  # (out, in): q/o, gate/up, down, head
+
+
+def llmkit_models():
+    from llmkit.formats.loader import load_model
+    from llmkit.quantize.apply import quantize_model
+
+    models = {"llmkit fp32": load_model("smollm2", device="cpu", dtype="float32")}
+    i8 = load_model("smollm2", device="cpu", dtype="float32")
+    quantize_model(i8.model, "int8")
+    models["llmkit int8"] = i8
+    i4 = load_model("smollm2", device="cpu", dtype="float32")
+    quantize_model(i4.model, "int4", bits=4, group_size=64)
+    models["llmkit int4 g64"] = i4
+    models["llmkit GGUF Q4_1 (packed)"] = load_model("smollm2", device="cpu", dtype="float32", keep_quantized=True)
+    return models
+
+
+def decode_speed(lm, batch: int, tokens: int, repeats: int):
+    from llmkit.generate import Engine, SamplingParams
+    from llmkit.generate.api import prompt_ids
+
+    engine = Engine(lm.model, lm.tokenizer)
+    prompts = [prompt_ids(lm, p, chat=True) for p in PROMPTS[:batch]]
+
+    def run(n):
+        return engine.generate(prompts, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
+
+    run(4)
+    t1, tn = best_time(lambda: run(1), repeats), best_time(lambda: run(tokens), repeats)
+    return batch * (tokens - 1) / (tn - t1), run(tokens)[0].token_ids
+
+
+def perplexity_as_decoded(lm, ids: list[int], max_tokens: int) -> float:
+    import llmkit.model.qlinear as ql
+    from llmkit.eval.quant_report import heldout_scores
+
+    old, ql.KERNEL_MAX_ROWS = ql.KERNEL_MAX_ROWS, 1 << 30  # force the decode kernel for every row
+    try:
+        return heldout_scores(lm.model, ids, window=256, max_tokens=max_tokens)["perplexity"]
+    finally:
+        ql.KERNEL_MAX_ROWS = old
+
+
+def kernel_table(repeats: int = 30) -> None:
+    """Median ms per call of each candidate, cycling through enough weight copies to defeat the caches."""
+    from llmkit.model.linear import Linear
+    from llmkit.model.qlinear import QuantLinear
+
+    warnings.filterwarnings("ignore")
+    print("\n| shape (out x in) | batch | fp32 oneDNN | fp32 F.linear | fbgemm int8 dyn | aten int8pack | "
+          "aten int4pack g32 | ours q8 | ours q4 g32 |\n|---|---|---|---|---|---|---|---|---|")
+    for N, K in SHAPES:
+        copies = max(2, int(160e6 // (N * K * 4)))
+        ws = [torch.randn(N, K) * 0.02 for _ in range(copies)]
+        cands = {"fp32 oneDNN": [], "fp32 F.linear": [], "fbgemm": [], "int8pack": [], "int4pack": [], "q8": [],
+                 "q4": []}
+        for w in ws:
+            lin = Linear(K, N, bias=False)
+            lin.weight.data.copy_(w)
+            s = w.abs().amax(1) / 127
+            qw = torch.quantize_per_channel(w, s.double(), torch.zeros(N, dtype=torch.long), 0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(qw, None)
+            wi8 = torch.round(w / s[:, None]).to(torch.int8)
+            p4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.randint(0, 16, (N, K), dtype=torch.int32), 1)
+            sz = torch.rand(K // 32, N, 2)
+            q8 = QuantLinear.from_quantized(wi8, s[:, None], None, 8, scale_dtype=torch.float32)
+            q4 = QuantLinear.from_quantized(torch.randint(0, 16, (N, K)), torch.rand(N, K // 32) * 0.01,
+                                            torch.rand(N, K // 32) * 0.01, 4)
+            cands["fp32 oneDNN"].append(lambda x, m=lin: m(x))
+            cands["fp32 F.linear"].append(lambda x, w=w: torch.nn.functional.linear(x, w))
+            cands["fbgemm"].append(lambda x, p=packed: torch.ops.quantized.linear_dynamic(x, p))
+            cands["int8pack"].append(lambda x, w=wi8, s=s: torch.ops.aten._weight_int8pack_mm(x, w, s))
+            cands["int4pack"].append(lambda x, p=p4, z=sz: torch.ops.aten._weight_int4pack_mm_for_cpu(x, p, 32, z))
+            cands["q8"].append(lambda x, m=q8: m(x))
+            cands["q4"].append(lambda x, m=q4: m(x))
+        for B in (1, 8):
+            x = torch.randn(B, K)
+            cells = []
+            with torch.no_grad():
+                for fns in cands.values():
+                    it = itertools.cycle(fns)
+                    for _ in range(3):
+                        next(it)(x)
+                    ts = []
+                    for _ in range(repeats):
+                        f = next(it)
+                        t = time.perf_counter()
+                        f(x)
+                        ts.append(time.perf_counter() - t)
+                    cells.append(sorted(ts)[len(ts) // 2] * 1e3)
+            print(f"| {N}x{K} | {B} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batches", default="1")
+    ap.add_argument("--ppl-tokens", type=int, default=4096)
+    ap.add_argument("--kernels", action="store_true", help="also time each layer shape for every kernel candidate")
+    ap.add_argument("--no-hf", action="store_true", help="skip the transformers side")
+    a = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    from llmkit.cli.quantize import corpus_texts
+
+    _, held = corpus_texts(None, 400_000)
+    models = llmkit_models()
+    ids = models["llmkit fp32"].tokenizer.encode(held, disallowed_special=())
+    ppl = {name: perplexity_as_decoded(lm, ids, a.ppl_tokens) for name, lm in models.items()}
+    for name, p in ppl.items():
+        print(f"{name}: perplexity {p:.3f}", flush=True)
+    cache: dict = {}
+    for b in [int(x) for x in a.batches.split(",")]:
+        hf = None if a.no_hf else hf_side(b, a.tokens, a.repeats, cache)[0]
+        rows = []
+        for name, lm in models.items():
+            tps, _ = decode_speed(lm, b, a.tokens, a.repeats)
+            rows.append((name, tps))
+            print(f"batch {b}: {name} {tps:.1f} tok/s" + (f" ({tps / hf:.2f}x transformers)" if hf else ""), flush=True)
+        base = ppl["llmkit fp32"]
+        print(f"\nbatch {b}\n\n| model | decode tok/s | vs transformers fp32 | perplexity | vs fp32 |\n|---|---|---|---|---|")
+        if hf:
+            print(f"| transformers fp32 | {hf:.1f} | 1.00x | — | — |")
+        for name, tps in rows:
+            ratio = f"{tps / hf:.2f}x" if hf else "—"
+            print(f"| {name} | {tps:.1f} | {ratio} | {ppl[name]:.3f} | {100 * (ppl[name] / base - 1):+.2f}% |")
+    if a.kernels:
+        kernel_table()
+
+
+if __name__ == "__main__":
+    main()

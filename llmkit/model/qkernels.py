@@ -1,0 +1,49 @@
+"""The quantized-matmul CPU kernels (csrc/qmatmul.cpp), built on first use.
+
+The C++ source ships with the package and is compiled once per machine with
+``torch.utils.cpp_extension`` (about 40 s with gcc; the build is cached under
+``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``, keyed by the
+source's hash so an edited kernel rebuilds). Without a compiler, on a CPU
+without AVX2/FMA/F16C, or with ``LLMKIT_QKERNEL=0``, ``kernels()`` returns None
+and QuantLinear falls back to dequantize-then-matmul (same results, slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "qmatmul.cpp"
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c"]
+_state: dict[str, object] = {}
+
+
+def _cpu_ok() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return {"avx2", "fma", "f16c"} <= set(flags)
+
+
+def kernels():
+    """The compiled extension module (q4_matmul, q8_matmul), or None when it cannot be used here."""
+    if "mod" in _state:
+        return _state["mod"]
+    mod = None
+    if os.environ.get("LLMKIT_QKERNEL", "1") != "0" and _cpu_ok():
+        digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:10]
+        try:
+            from torch.utils.cpp_extension import load
+
+            mod = load(f"llmkit_qmatmul_{digest}", [str(SOURCE)], extra_cflags=_FLAGS, verbose=False)
+        except Exception as e:  # no compiler / headers: the torch fallback still gives the same numbers
+            warnings.warn(f"llmkit: quantized CPU kernel unavailable ({type(e).__name__}: {str(e)[:200]}); "
+                          "using dequantize + matmul", RuntimeWarning, stacklevel=2)
+    _state["mod"] = mod
+    return mod
