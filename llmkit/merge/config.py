@@ -11,9 +11,11 @@
 
 A parameter value is a scalar, a gradient list (interpolated over the layers of
 a slice: ``t: [0, 0.5, 1]``), or a list of ``{filter: NAME, value: ...}`` that
-applies the first entry whose filter is a substring of the tensor name (our
-``blocks.3.attn.wq.weight`` or the HF ``model.layers.3.self_attn.q_proj.weight``,
-so mergekit's ``self_attn`` / ``mlp`` filters work unchanged).
+applies the first entry whose filter is a substring of the tensor name. Like
+mergekit, filters match the HF name (``model.layers.3.self_attn.q_proj.weight``),
+so its ``self_attn`` / ``mlp`` filters mean the same here (``mlp`` does not catch
+the ``post_attention_layernorm``); a filter that names no HF tensor at all is
+matched against our names instead (``attn.wq``, ``w_up``, ``mlp_norm``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ _BOOL = {True: Param(lambda x: isinstance(x, bool), "true or false", True),
 # method -> parameter specs; defaults follow mergekit so its configs give the same result
 METHODS: dict[str, dict[str, Param]] = {
     "linear": {"weight": _WEIGHT, "normalize": _BOOL[True]},
-    "slerp": {"t": Param(lambda x: _num(x) and 0 <= x <= 1, "a fraction in [0, 1]"), "per_row": _BOOL[False]},
+    "slerp": {"t": Param(lambda x: _num(x) and 0 <= x <= 1, "a fraction in [0, 1]")},
     "task_arithmetic": {"weight": _WEIGHT, "normalize": _BOOL[False], "lambda": _LAMBDA},
     "ties": {"weight": _WEIGHT, "density": _DENSITY, "normalize": _BOOL[True], "lambda": _LAMBDA},
     "dare_linear": {"weight": _WEIGHT, "density": _DENSITY, "normalize": _BOOL[False], "lambda": _LAMBDA,
@@ -106,10 +108,11 @@ class MergeConfig:
 
 
 # ---- evaluating a parameter setting -----------------------------------------------------------
-def evaluate_setting(setting: Any, names: tuple[str, ...], t: float) -> Any:
-    """The value of one setting for a tensor known by ``names`` at layer position t in [0, 1].
+def evaluate_setting(setting: Any, match: Callable[[str], bool], t: float) -> Any:
+    """The value of one setting for a tensor at layer position t in [0, 1].
 
-    evaluate_setting([0, 1], ("x",), 0.25) == 0.25; a list of k anchors spans the slice evenly.
+    ``match(filter)`` says whether a filter names this tensor.
+    evaluate_setting([0, 1], match, 0.25) == 0.25; a list of k anchors spans the slice evenly.
     Returns None when no filter matches (the next scope or the default applies).
     """
     if isinstance(setting, dict):
@@ -121,8 +124,8 @@ def evaluate_setting(setting: Any, names: tuple[str, ...], t: float) -> Any:
     if all(isinstance(v, dict) for v in setting):
         for cond in setting:
             flt = cond.get("filter")
-            if flt is None or flt == "*" or any(flt in n for n in names):
-                return evaluate_setting(cond["value"], names, t)
+            if flt is None or flt == "*" or match(str(flt)):
+                return evaluate_setting(cond["value"], match, t)
         return None
     if not all(_num(v) for v in setting):
         return setting[int(t * (len(setting) - 1))]  # booleans / strings: pick, don't blend
@@ -133,16 +136,17 @@ def evaluate_setting(setting: Any, names: tuple[str, ...], t: float) -> Any:
     return (1 - frac) * setting[i0] + frac * setting[i1]
 
 
-def resolve(method: str, key: str, scopes: list[dict[str, Any]], names: tuple[str, ...], t: float) -> Any:
+def resolve(method: str, key: str, scopes: list[dict[str, Any]], match: Callable[[str], bool], t: float,
+            tensor: str = "") -> Any:
     """First scope (model, slice, global) that sets ``key`` for this tensor, else the default."""
     for scope in scopes:
         if key in scope:
-            value = evaluate_setting(scope[key], names, t)
+            value = evaluate_setting(scope[key], match, t)
             if value is not None:
                 return value
     spec = METHODS[method][key]
     if spec.default is None:
-        raise MergeError(f"{method} needs parameter {key!r} for tensor {names[0]!r}",
+        raise MergeError(f"{method} needs parameter {key!r} for tensor {tensor!r}",
                          f"set {key} ({spec.expect}) under parameters: (globally or per model)")
     return spec.default
 

@@ -66,27 +66,20 @@ def slerp_coefficients(t: float | torch.Tensor, dot: torch.Tensor,
     return ca, cb
 
 
-def slerp(t: float, a: torch.Tensor, b: torch.Tensor, per_row: bool = False,
+def slerp(t: float, a: torch.Tensor, b: torch.Tensor,
           dot_threshold: float = DOT_THRESHOLD, eps: float = NORM_EPS) -> torch.Tensor:
-    """Spherical interpolation from a (t=0) to b (t=1).
+    """Spherical interpolation from a (t=0) to b (t=1), the whole tensor as one vector.
 
     The angle is measured between the normalised tensors, but the coefficients
-    apply to the raw tensors, so norms interpolate too. per_row=False treats the
-    whole tensor as one vector (the classic recipe); per_row=True measures one
-    angle per leading-axis row (mergekit >= 0.1's choice: an output neuron each).
-    A 1-D tensor with per_row has scalar rows, which are always collinear: lerp.
+    apply to the raw tensors, so the norm interpolates too (as in mergekit).
     """
     x, y = _work(a), _work(b)
-    shape = x.shape
-    x = x.reshape(x.shape[0], -1) if per_row and x.dim() > 0 else x.reshape(1, -1)  # (R, N)
-    y = y.reshape(x.shape)
-    nx = torch.linalg.vector_norm(x, dim=1, keepdim=True)  # (R, 1)
-    ny = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    nx, ny = torch.linalg.vector_norm(x), torch.linalg.vector_norm(y)
     nx = torch.where(nx > eps, nx, torch.ones_like(nx))  # a zero vector has no direction: dot = 0
     ny = torch.where(ny > eps, ny, torch.ones_like(ny))
-    dot = ((x / nx) * (y / ny)).sum(dim=1, keepdim=True)  # (R, 1) cosines
+    dot = ((x / nx) * (y / ny)).sum()  # cosine of the angle between a and b
     ca, cb = slerp_coefficients(t, dot, dot_threshold)
-    return (ca * x + cb * y).reshape(shape)
+    return ca * x + cb * y
 
 
 def task_vectors(base: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -109,12 +109,31 @@ def _generator(seed: int, name: str, i: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(f"{name}|{i}".encode())) % (2**63))
 
 
-def merge_tensor(cfg: MergeConfig, job: Job, hf: dict[str, str]) -> torch.Tensor:
+class FilterNames:
+    """Which name a parameter filter is matched against: the HF name if the filter names any HF tensor."""
+
+    def __init__(self, hf: dict[str, str]):
+        self.hf = hf
+        self._hf_filter: dict[str, bool] = {}
+
+    def matcher(self, ours: str):
+        theirs = self.hf.get(ours, ours)
+
+        def match(flt: str) -> bool:
+            if flt not in self._hf_filter:
+                self._hf_filter[flt] = any(flt in n for n in self.hf.values())
+            return flt in (theirs if self._hf_filter[flt] else ours)
+
+        return match
+
+
+def merge_tensor(cfg: MergeConfig, job: Job, names: FilterNames) -> torch.Tensor:
     """Merge one output tensor from its inputs with the config's method and resolved parameters."""
     m = cfg.method
-    names = (job.out, hf.get(job.out, job.out))
-    shared = lambda key: resolve(m, key, [job.slice_params, cfg.parameters], names, job.t)  # noqa: E731
-    per = lambda inp, key: resolve(m, key, [inp.params, job.slice_params, cfg.parameters], names, job.t)  # noqa: E731
+    match = names.matcher(job.out)
+    shared = lambda key: resolve(m, key, [job.slice_params, cfg.parameters], match, job.t, job.out)  # noqa: E731
+    per = lambda inp, key: resolve(m, key, [inp.params, job.slice_params, cfg.parameters], match, job.t,  # noqa: E731
+                                   job.out)
     xs = [inp.source.get(inp.tensor) for inp in job.inputs]
     if m == "passthrough":
         scale = per(job.inputs[0], "scale")
@@ -129,7 +148,7 @@ def merge_tensor(cfg: MergeConfig, job: Job, hf: dict[str, str]) -> torch.Tensor
     base, others = xs[b], [x for i, x in enumerate(xs) if i != b]
     rest = [inp for i, inp in enumerate(job.inputs) if i != b]
     if m == "slerp":
-        return M.slerp(shared("t"), base, others[0], per_row=shared("per_row"))
+        return M.slerp(shared("t"), base, others[0])
     if not rest:
         return base
     weights = [per(inp, "weight") for inp in rest]
@@ -188,7 +207,8 @@ def merge_models(config: str | os.PathLike | dict | MergeConfig, out: str | os.P
     opened = _open_all(cfg)
     ref = opened[cfg.base_model or cfg.models()[0]]
     jobs, n_layer = plan(cfg, opened)
-    hf = hf_names(ref.config.replace(n_layer=max(n_layer, ref.config.n_layer)))
+    names = FilterNames({k: v for k, v in hf_names(ref.config.replace(n_layer=n_layer)).items()
+                         if k in {j.out for j in jobs}})
     dtype = DTYPES[cfg.dtype]
     out_tensors: dict[str, torch.Tensor] = {}
     bar = None
@@ -198,7 +218,7 @@ def merge_models(config: str | os.PathLike | dict | MergeConfig, out: str | os.P
         bar = tqdm(total=len(jobs), desc=f"merge ({cfg.method})", unit="tensor")
     with torch.no_grad():
         for job in jobs:
-            out_tensors[job.out] = merge_tensor(cfg, job, hf).to(dtype).contiguous()
+            out_tensors[job.out] = merge_tensor(cfg, job, names).to(dtype).contiguous()
             if bar is not None:
                 bar.update(1)
     if bar is not None:

@@ -23,12 +23,11 @@ def test_linear_weights_by_hand():
     torch.testing.assert_close(M.linear([A, B], [1, 3], normalize=False), A + 3 * B)
 
 
-@pytest.mark.parametrize("per_row", [False, True])
-def test_slerp_endpoints(per_row):
+def test_slerp_endpoints():
     torch.manual_seed(0)
     a, b = torch.randn(4, 6), torch.randn(4, 6)
-    torch.testing.assert_close(M.slerp(0.0, a, b, per_row=per_row), a)
-    torch.testing.assert_close(M.slerp(1.0, a, b, per_row=per_row), b)
+    torch.testing.assert_close(M.slerp(0.0, a, b), a)
+    torch.testing.assert_close(M.slerp(1.0, a, b), b)
 
 
 def test_slerp_orthogonal_midpoint():
@@ -55,12 +54,13 @@ def test_slerp_near_collinear_falls_back_to_lerp():
     torch.testing.assert_close(out, 0.7 * a + 0.3 * b)
 
 
-def test_slerp_per_row_angles_are_separate():
-    # row 0 orthogonal, row 1 identical: per row, row 1 stays put while row 0 follows its arc
-    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    b = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
-    r = 1 / math.sqrt(2)
-    torch.testing.assert_close(M.slerp(0.5, a, b, per_row=True), torch.tensor([[r, r], [1.0, 1.0]]))
+def test_slerp_keeps_the_angle_uniform():
+    # equal-norm tensors: the result stays on the sphere, its angle to a is t * theta
+    a = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    b = torch.tensor([[0.0, 0.0], [0.0, -1.0]])
+    out = M.slerp(0.25, a, b)
+    assert torch.linalg.vector_norm(out).item() == pytest.approx(1.0)
+    assert (out * a).sum().item() == pytest.approx(math.cos(math.pi / 8))
 
 
 def test_task_arithmetic_by_hand():

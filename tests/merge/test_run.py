@@ -57,7 +57,8 @@ def test_linear_soup_loads_generates_and_records_lineage(parents, tmp_path):
 def test_slerp_gradient_and_filters(parents, tmp_path):
     base, other = str(parents["base"]), str(parents["a"])
     cfg = {"merge_method": "slerp", "base_model": base, "models": [{"model": base}, {"model": other}],
-           "parameters": {"t": [{"filter": "self_attn", "value": [0, 1]}, {"value": 0.5}]}}
+           "parameters": {"t": [{"filter": "self_attn", "value": [0, 1]}, {"filter": "mlp_norm", "value": 0},
+                                 {"value": 0.5}]}}
     got = weights(merge_models(cfg, tmp_path / "s").path)
     wb, wa = weights(parents["base"]), weights(parents["a"])
     # attention follows the gradient over 3 layers: t = 0, 0.5, 1 (filter given as the HF name "self_attn")
@@ -65,6 +66,8 @@ def test_slerp_gradient_and_filters(parents, tmp_path):
     torch.testing.assert_close(got["blocks.2.attn.wq.weight"], wa["blocks.2.attn.wq.weight"])
     torch.testing.assert_close(got["blocks.1.attn.wk.weight"],
                                M.slerp(0.5, wb["blocks.1.attn.wk.weight"], wa["blocks.1.attn.wk.weight"]))
+    # "mlp_norm" names no HF tensor, so it is matched against our names
+    torch.testing.assert_close(got["blocks.1.mlp_norm.weight"], wb["blocks.1.mlp_norm.weight"])
     # everything else takes the fallback value 0.5 (the embedding is outside the layers: t = 0 for gradients)
     for k in ("blocks.0.mlp.w_up.weight", "tok_emb.weight"):
         torch.testing.assert_close(got[k], M.slerp(0.5, wb[k], wa[k]))
