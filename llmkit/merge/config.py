@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import yaml
 
 from llmkit.core.errors import LLMKitError
@@ -68,6 +69,7 @@ ALIASES = {"dare": "dare_linear", "soup": "linear", "model_soup": "linear", "fra
 NEEDS_BASE = {"slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties"}
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOP_KEYS = {"merge_method", "models", "slices", "base_model", "parameters", "dtype", "seed", "name"}
 
 
@@ -271,25 +273,29 @@ def _check_shape(cfg: MergeConfig) -> None:
                                  "list base_model and one other model")
 
 
-def load_config(path: str | os.PathLike) -> MergeConfig:
-    """Read a YAML merge config; relative model paths resolve against the config's directory."""
+def read_yaml(path: str | os.PathLike) -> Any:
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MergeError(f"merge config {str(p)!r} not found", "pass the path of a YAML merge config") from None
     except yaml.YAMLError as e:
         raise MergeError(f"{str(p)!r} is not valid YAML ({str(e).splitlines()[0]})", "fix the YAML syntax") from e
-    cfg = parse_config(raw)
-    here = p.resolve().parent
 
-    def fix(spec: str) -> str:
-        q = Path(spec).expanduser()
-        return str(here / q) if not q.is_absolute() and not q.exists() and (here / q).exists() else spec
 
+def relative_to(spec: str, here: Path) -> str:
+    """A model path relative to the config's directory, when it exists there and not in the CWD."""
+    q = Path(spec).expanduser()
+    return str(here / q) if not q.is_absolute() and not q.exists() and (here / q).exists() else spec
+
+
+def load_config(path: str | os.PathLike) -> MergeConfig:
+    """Read a YAML merge config; relative model paths resolve against the config's directory."""
+    cfg = parse_config(read_yaml(path))
+    here = Path(path).resolve().parent
     for s in cfg.slices:
         for src in s.sources:
-            src.model = fix(src.model)
+            src.model = relative_to(src.model, here)
     if cfg.base_model:
-        cfg.base_model = fix(cfg.base_model)
+        cfg.base_model = relative_to(cfg.base_model, here)
     return cfg

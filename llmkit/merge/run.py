@@ -24,11 +24,12 @@ import torch
 from llmkit.core.checkpoint import save_checkpoint
 from llmkit.formats.hf import hf_names
 from llmkit.merge import methods as M
-from llmkit.merge.config import NEEDS_BASE, MergeConfig, MergeError, Slice, Source, load_config, parse_config, resolve
+from llmkit.merge.config import (NEEDS_BASE, TORCH_DTYPES, MergeConfig, MergeError, Slice, Source, load_config,
+                                 parse_config, read_yaml, resolve)
+from llmkit.merge.moe import MoEConfig, assemble_moe, is_moe_config, load_moe_config, parse_moe_config
 from llmkit.merge.sources import ModelSource, check_compatible, open_source
 
 _LAYER = re.compile(r"blocks\.(\d+)\.(.+)")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -137,7 +138,8 @@ def merge_tensor(cfg: MergeConfig, job: Job, names: FilterNames) -> torch.Tensor
     xs = [inp.source.get(inp.tensor) for inp in job.inputs]
     if m == "passthrough":
         scale = per(job.inputs[0], "scale")
-        return xs[0] if scale == 1 else xs[0].float() * scale
+        # a copy: a frankenmerge may repeat a layer, and safetensors refuses shared storage
+        return xs[0].clone() if scale == 1 else xs[0].float() * scale
     if m == "linear":
         weights = [per(inp, "weight") for inp in job.inputs]
         normalize = shared("normalize")
@@ -194,22 +196,42 @@ def _tokenizer_files(src: ModelSource) -> dict[str, bytes]:
         return {f.name: f.read_bytes() for f in Path(tmp).iterdir() if f.is_file()}
 
 
-def merge_models(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike,
+def read_config(config: str | os.PathLike | dict | MergeConfig | MoEConfig) -> MergeConfig | MoEConfig:
+    """A merge or MoE config from a YAML path, a mapping, or an already parsed config."""
+    if isinstance(config, (MergeConfig, MoEConfig)):
+        return config
+    if isinstance(config, dict):
+        return parse_moe_config(config) if is_moe_config(config) else parse_config(config)
+    return load_moe_config(config) if is_moe_config(read_yaml(config)) else load_config(config)
+
+
+def merge_models(config: str | os.PathLike | dict | MergeConfig | MoEConfig, out: str | os.PathLike,
                  progress: bool = False) -> MergeResult:
-    """Merge the models a mergekit-style config names into an llmkit checkpoint at ``out`` (atomic)."""
+    """Merge the models a mergekit-style config names into an llmkit checkpoint at ``out`` (atomic).
+
+    A config with ``experts:`` assembles a mixture of experts instead (llmkit.merge.moe).
+    """
     t0 = time.perf_counter()
-    if isinstance(config, MergeConfig):
-        cfg = config
-    elif isinstance(config, dict):
-        cfg = parse_config(config)
+    cfg = read_config(config)
+    if isinstance(cfg, MoEConfig):
+        out_tensors, out_cfg, ref, lineage = assemble_moe(cfg)
+        method, name = "moe", cfg.name
     else:
-        cfg = load_config(config)
+        out_tensors, out_cfg, ref, lineage = _merge_tensors(cfg, progress)
+        method, name = cfg.method, cfg.name
+    out = Path(out)
+    meta = {"stage": "merge", "name": name or out.name, "parent": lineage["parents"][0]["path"], "lineage": lineage}
+    path = save_checkpoint(out, out_tensors, out_cfg.to_dict(), meta, _tokenizer_files(ref))
+    return MergeResult(path, method, len(out_tensors), out_cfg.n_layer, time.perf_counter() - t0, lineage["parents"])
+
+
+def _merge_tensors(cfg: MergeConfig, progress: bool):
     opened = _open_all(cfg)
     ref = opened[cfg.base_model or cfg.models()[0]]
     jobs, n_layer = plan(cfg, opened)
     names = FilterNames({k: v for k, v in hf_names(ref.config.replace(n_layer=n_layer)).items()
                          if k in {j.out for j in jobs}})
-    dtype = DTYPES[cfg.dtype]
+    dtype = TORCH_DTYPES[cfg.dtype]
     out_tensors: dict[str, torch.Tensor] = {}
     bar = None
     if progress:
@@ -223,10 +245,4 @@ def merge_models(config: str | os.PathLike | dict | MergeConfig, out: str | os.P
                 bar.update(1)
     if bar is not None:
         bar.close()
-    out_cfg = ref.config.replace(n_layer=n_layer)
-    lineage = _lineage(cfg, opened)
-    out = Path(out)
-    meta = {"stage": "merge", "name": cfg.name or out.name, "parent": lineage["parents"][0]["path"],
-            "lineage": lineage}
-    path = save_checkpoint(out, out_tensors, out_cfg.to_dict(), meta, _tokenizer_files(ref))
-    return MergeResult(path, cfg.method, len(out_tensors), n_layer, time.perf_counter() - t0, lineage["parents"])
+    return out_tensors, ref.config.replace(n_layer=n_layer), ref, _lineage(cfg, opened)

@@ -104,6 +104,12 @@ def test_passthrough_stacks_layer_slices(parents, tmp_path):
            "slices": [{"sources": [{"model": str(parents["a"]), "layer_range": [0, 2]}]},
                       {"sources": [{"model": str(parents["b"]), "layer_range": [1, 3]}]}]}
     res = merge_models(cfg, tmp_path / "frank")
+    # the same model twice with overlapping ranges repeats layer 1 (a classic self-frankenmerge)
+    self_cfg = {"merge_method": "passthrough",
+                "slices": [{"sources": [{"model": str(parents["a"]), "layer_range": [0, 2]}]},
+                           {"sources": [{"model": str(parents["a"]), "layer_range": [1, 3]}]}]}
+    twice = weights(merge_models(self_cfg, tmp_path / "self").path)
+    torch.testing.assert_close(twice["blocks.1.mlp.w_up.weight"], twice["blocks.2.mlp.w_up.weight"], rtol=0, atol=0)
     got, wa, wb = weights(res.path), weights(parents["a"]), weights(parents["b"])
     assert res.n_layer == 4
     torch.testing.assert_close(got["blocks.1.attn.wq.weight"], wa["blocks.1.attn.wq.weight"], rtol=0, atol=0)
