@@ -48,6 +48,7 @@ ask: install
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps mergekit==0.1.5  # merge parity reference; its datasets/scipy deps are unused
 	touch $@
 
 # Debian Chromium + chromedriver for the chat-page test (tests/serve/test_web.py); never a downloaded browser.

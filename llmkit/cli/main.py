@@ -14,9 +14,27 @@ from llmkit.core.errors import LLMKitError
 VERBS = ("chat", "generate", "convert", "info")
 # Verb groups that live in their own cli module: each exposes register(sub) and adds its verbs
 # with set_defaults(func=...). Keep EXTRA_VERBS in sync (a test checks parser == VERBS + EXTRA_VERBS).
-EXTRA_MODULES: tuple[str, ...] = ("llmkit.cli.tokenizer", "llmkit.cli.data", "llmkit.cli.train", "llmkit.cli.eval",
-                                   "llmkit.cli.serve", "llmkit.cli.quantize")
-EXTRA_VERBS: tuple[str, ...] = ("tokenizer", "data", "pretrain", "quickstart", "plan", "eval", "serve", "quantize")
+EXTRA_MODULES: tuple[str, ...] = (
+    "llmkit.cli.tokenizer",
+    "llmkit.cli.data",
+    "llmkit.cli.train",
+    "llmkit.cli.eval",
+    "llmkit.cli.serve",
+    "llmkit.cli.quantize",
+    "llmkit.cli.merge",
+)
+EXTRA_VERBS: tuple[str, ...] = (
+    "tokenizer",
+    "data",
+    "pretrain",
+    "quickstart",
+    "plan",
+    "eval",
+    "serve",
+    "quantize",
+    "merge",
+    "lineage",
+)
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int = 256) -> None:

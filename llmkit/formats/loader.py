@@ -179,3 +179,15 @@ def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
     dev = resolve_device(device)
     model = model.to(device=dev, dtype=resolve_dtype(dtype, dev))
     return LoadedModel(model=model, tokenizer=tok, config=cfg, source=str(spec), path=path, meta=meta)
+
+
+def gguf_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The cached llmkit checkpoint of a GGUF (converted now if missing); None if the cache is not writable.
+
+    Lets tools that stream tensors (merging) read a GGUF through safetensors' lazy reader.
+    """
+    path = Path(path)
+    cached = _gguf_cache_path(path)
+    if not ckpt.is_checkpoint(cached):
+        _load_gguf_cached(path, use_cache=True)
+    return cached if ckpt.is_checkpoint(cached) else None

@@ -50,6 +50,8 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    n_expert: int = 0  # 0 = dense MLP; > 0 = a mixture of this many experts per layer (llmkit.model.moe)
+    n_expert_active: int = 2  # experts each token is routed to (top-k), with n_expert > 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -70,6 +72,11 @@ class ModelConfig:
         if self.head_dim is None and self.d_model % self.n_head:
             raise ConfigError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}",
                               "set head_dim explicitly or change n_head")
+        if self.n_expert and not (0 < self.n_expert_active <= self.n_expert):
+            raise ConfigError(f"n_expert_active={self.n_expert_active} must be in [1, n_expert={self.n_expert}]",
+                              "route each token to at least one and at most all experts")
+        if self.n_expert and self.mlp != "swiglu":
+            raise ConfigError(f"mixture of experts needs mlp='swiglu' (got {self.mlp!r})", "set mlp=swiglu")
         if self.pos == "rope" and self.dim_head % 2:
             raise ConfigError(f"RoPE needs an even head_dim (got {self.dim_head})", "change head_dim")
 
@@ -91,7 +98,11 @@ class ModelConfig:
         return 4 * self.d_model
 
     def to_dict(self) -> dict:
-        return to_dict(self)
+        d = to_dict(self)
+        if not self.n_expert:  # dense models keep the config.json they had before MoE existed
+            d.pop("n_expert")
+            d.pop("n_expert_active")
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

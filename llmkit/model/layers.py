@@ -8,6 +8,7 @@ from torch import nn
 
 from llmkit.model.config import ModelConfig
 from llmkit.model.linear import Linear
+from llmkit.model.moe import MoE
 from llmkit.model.rope import apply_rope
 
 
@@ -92,7 +93,7 @@ class Block(nn.Module):
         self.attn_norm = make_norm(cfg, device)
         self.attn = Attention(cfg, layer_idx, device)
         self.mlp_norm = make_norm(cfg, device)
-        self.mlp = MLP(cfg, device)
+        self.mlp = MoE(cfg, device) if cfg.n_expert else MLP(cfg, device)  # one Block for dense and MoE
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cos, sin, mask, kv_cache=None):
