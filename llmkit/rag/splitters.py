@@ -81,7 +81,7 @@ def split_text(text: str, chunk_size: int = 800, overlap: int = 100, length: Cal
 
 def token_length(tokenizer) -> Callable[[str], int]:
     """Length in tokens of a ``tokenizers.Tokenizer`` (no special tokens) or an llmkit tokenizer."""
-    if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer
+    if type(tokenizer).__module__.startswith("tokenizers"):  # HF tokenizers.Tokenizer (the embedder's WordPiece)
         return lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
     return lambda s: len(tokenizer.encode(s))
 

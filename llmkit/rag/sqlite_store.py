@@ -245,6 +245,15 @@ class SQLiteStore(VectorStore):
         rows = self.db.execute(f"SELECT rowid FROM chunks WHERE cid = ? AND id IN ({marks})", [cid, *ids]).fetchall()
         return self._hits([r[0] for r in rows], [0.0] * len(rows))
 
+    def get_vectors(self, collection, ids) -> np.ndarray:
+        r = self._row(collection)
+        marks = ",".join("?" * len(ids)) or "NULL"
+        rows = dict(self.db.execute(f"SELECT id, vector FROM chunks WHERE cid = ? AND id IN ({marks})", [r[0], *ids]))
+        out = np.zeros((len(ids), r[2]), dtype=np.float32)
+        for i, cid in enumerate(ids):
+            out[i] = np.frombuffer(rows[cid], dtype=np.float32)
+        return out
+
     def _matrix(self, cid: int, gen: int) -> tuple[np.ndarray, np.ndarray]:
         """All (rowids, vectors) of a collection, cached per generation; rowids ascending."""
         cached = self._matrices.get(cid)

@@ -96,6 +96,10 @@ class VectorStore(ABC):
     def get(self, collection: str, ids: Sequence[str]) -> list[Hit]: ...
 
     @abstractmethod
+    def get_vectors(self, collection: str, ids: Sequence[str]) -> np.ndarray:
+        """(len(ids), dim) stored vectors in the order of ``ids`` (for MMR); unknown ids raise KeyError."""
+
+    @abstractmethod
     def search(self, collection: str, vector: np.ndarray, k: int = 5, where=None, exact: bool = False) -> list[Hit]:
         """Dense: the k chunks with the highest cosine to ``vector`` among those matching ``where``."""
 
