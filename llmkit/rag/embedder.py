@@ -100,5 +100,5 @@ def load_embedder(spec: str | os.PathLike = DEFAULT_EMBEDDER) -> Embedder:
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     tok.no_padding()  # we pad per batch, to that batch's longest
     tok.enable_truncation(max_length)
-    name = DEFAULT_EMBEDDER if str(spec) == DEFAULT_EMBEDDER else path.name
+    name = DEFAULT_EMBEDDER if str(spec) == DEFAULT_EMBEDDER else str(path.resolve())  # reloadable by name
     return Embedder(model, tok, name, max_length)

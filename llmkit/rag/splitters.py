@@ -105,7 +105,10 @@ def markdown_sections(text: str) -> list[tuple[list[str], str]]:
             sections.append(([h for _, h in path], [line]))
         else:
             sections[-1][1].append(line)
-    return [(heads, "".join(lines)) for heads, lines in sections if "".join(lines).strip()]
+    # a heading with no body of its own (e.g. the title right before "## Install") is not a chunk:
+    # it still names its children through their headings path
+    return [(heads, "".join(lines)) for heads, lines in sections
+            if "".join(lines[1:] if heads else lines).strip()]
 
 
 @dataclass(frozen=True)
