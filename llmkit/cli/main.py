@@ -22,6 +22,7 @@ EXTRA_MODULES: tuple[str, ...] = (
     "llmkit.cli.serve",
     "llmkit.cli.quantize",
     "llmkit.cli.merge",
+    "llmkit.cli.rag",
 )
 EXTRA_VERBS: tuple[str, ...] = (
     "tokenizer",
@@ -34,6 +35,7 @@ EXTRA_VERBS: tuple[str, ...] = (
     "quantize",
     "merge",
     "lineage",
+    "rag",
 )
 
 

