@@ -124,40 +124,38 @@ def _answer_text(value: Any, key: str, where: str) -> str:
     return value
 
 
-def load_preferences(path: str | os.PathLike) -> list[tuple[list[dict], str, str]]:
-    """[(prompt messages, chosen, rejected)] from {"prompt", "chosen", "rejected"} JSONL."""
+def _load_records(path: str | os.PathLike, keys: tuple[str, ...], build, shape: str) -> list:
     out, name = [], Path(path).name
     for n, rec in read_jsonl(path):
         where = f"{name} line {n}"
-        missing = [k for k in ("prompt", "chosen", "rejected") if k not in rec]
+        missing = [k for k in keys if k not in rec]
         if missing:
-            raise DataError(f"{where} lacks {missing} (keys {sorted(rec)})",
-                            "preference records are {\"prompt\", \"chosen\", \"rejected\"}")
-        out.append((_prompt_messages(rec["prompt"], where), _answer_text(rec["chosen"], "chosen", where),
-                    _answer_text(rec["rejected"], "rejected", where)))
+            raise DataError(f"{where} lacks {missing} (keys {sorted(rec)})", f"records are {shape}")
+        out.append(build(rec, where))
     if not out:
         raise DataError(f"{name} holds no records", "add one JSON object per line")
     return out
 
 
+def load_preferences(path: str | os.PathLike) -> list[tuple[list[dict], str, str]]:
+    """[(prompt messages, chosen, rejected)] from {"prompt", "chosen", "rejected"} JSONL."""
+    return _load_records(path, ("prompt", "chosen", "rejected"), lambda rec, where: (
+        _prompt_messages(rec["prompt"], where), _answer_text(rec["chosen"], "chosen", where),
+        _answer_text(rec["rejected"], "rejected", where)), '{"prompt", "chosen", "rejected"}')
+
+
 def load_unpaired(path: str | os.PathLike) -> list[tuple[list[dict], str, bool]]:
     """[(prompt messages, completion, desirable)] from {"prompt", "completion", "label"} JSONL (KTO)."""
-    out, name = [], Path(path).name
-    for n, rec in read_jsonl(path):
-        where = f"{name} line {n}"
-        missing = [k for k in ("prompt", "completion", "label") if k not in rec]
-        if missing:
-            raise DataError(f"{where} lacks {missing} (keys {sorted(rec)})",
-                            "KTO records are {\"prompt\", \"completion\", \"label\": true|false}")
+    def build(rec, where):
         if not isinstance(rec["label"], bool):
             raise DataError(f"{where}: 'label' must be true or false, got {rec['label']!r}", "use a JSON boolean")
-        out.append((_prompt_messages(rec["prompt"], where), _answer_text(rec["completion"], "completion", where),
-                    rec["label"]))
-    if not out:
-        raise DataError(f"{name} holds no records", "add one JSON object per line")
+        return _prompt_messages(rec["prompt"], where), _answer_text(rec["completion"], "completion", where), \
+            rec["label"]
+
+    out = _load_records(path, ("prompt", "completion", "label"), build, '{"prompt", "completion", "label": bool}')
     labels = {x[2] for x in out}
     if len(labels) < 2:
-        raise DataError(f"{name} has only {'desirable' if True in labels else 'undesirable'} examples",
+        raise DataError(f"{Path(path).name} has only {'desirable' if True in labels else 'undesirable'} examples",
                         "KTO needs both labels (true and false)")
     return out
 
