@@ -22,3 +22,12 @@ def tiny_model(vocab: int, seed: int = 0, tie: bool = True):
                                        max_seq_len=256, tie_embeddings=tie)
     torch.manual_seed(seed)
     return Transformer(cfg).init_weights(seed=seed)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matmuls: one thread is ~100x faster than two OpenMP threads on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
