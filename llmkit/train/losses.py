@@ -144,4 +144,4 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     loss = ((per_token * mask).sum(-1) / denom).mean()
     total = mask.sum().clamp(min=1.0)
     clipped = ((ratio < 1 - eps) & (a < 0)) | ((ratio > 1 + eps) & (a > 0))
-    return loss, float((kl * mask).sum() / total), float((clipped.float() * mask).sum() / total)
+    return loss, float((kl.detach() * mask).sum() / total), float((clipped.float() * mask).sum() / total)
