@@ -14,8 +14,9 @@ from llmkit.core.errors import LLMKitError
 VERBS = ("chat", "generate", "convert", "info")
 # Verb groups that live in their own cli module: each exposes register(sub) and adds its verbs
 # with set_defaults(func=...). Keep EXTRA_VERBS in sync (a test checks parser == VERBS + EXTRA_VERBS).
-EXTRA_MODULES: tuple[str, ...] = ("llmkit.cli.tokenizer", "llmkit.cli.data", "llmkit.cli.train", "llmkit.cli.eval")
-EXTRA_VERBS: tuple[str, ...] = ("tokenizer", "data", "pretrain", "quickstart", "plan", "eval")
+EXTRA_MODULES: tuple[str, ...] = ("llmkit.cli.tokenizer", "llmkit.cli.data", "llmkit.cli.train", "llmkit.cli.eval",
+                                   "llmkit.cli.finetune")
+EXTRA_VERBS: tuple[str, ...] = ("tokenizer", "data", "pretrain", "quickstart", "plan", "eval", "finetune", "lora")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int = 256) -> None:

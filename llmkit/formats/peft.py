@@ -130,3 +130,17 @@ def load_adapter(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Mo
     load_lora_state_dict(model, ours)
     return model
 
+
+
+def merge_adapter(base: str, adapter: str | os.PathLike, out: str | os.PathLike, to: str = "llmkit") -> Path:
+    """`llmkit lora merge`: base model + PEFT adapter -> one merged model (llmkit checkpoint or HF directory)."""
+    from llmkit.formats.hf import save_hf
+    from llmkit.formats.loader import load_model, save_model
+    from llmkit.model.lora import merge_and_unload
+
+    lm = load_model(base, device="cpu", dtype="float32")
+    model = merge_and_unload(load_adapter(lm.model, adapter))
+    if to == "hf":
+        return save_hf(out, model.cfg, model.export_state_dict(), lm.tokenizer)
+    meta = {"stage": "lora-merge", "parent": str(base), "adapter": str(Path(adapter).resolve())}
+    return save_model(out, model, lm.tokenizer, meta)

@@ -76,7 +76,8 @@ def _no_grad_ref(policy: Policy, x: torch.Tensor) -> torch.Tensor:
 
 
 def _count_tokens(batch) -> int:
-    return int((batch[1] != IGNORE).sum())
+    """Tokens the forward pass processes (prompt and answer, padding included): the throughput figure."""
+    return int(batch[0].numel())
 
 
 # ---- objectives ----------------------------------------------------------------------------------
