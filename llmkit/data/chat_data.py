@@ -108,7 +108,7 @@ def load_conversations(path: str | os.PathLike, fmt: str = "auto") -> list[list[
 
 
 # ---- preference and unpaired data ------------------------------------------------------------------
-def _prompt_messages(value: Any, where: str) -> list[dict[str, str]]:
+def prompt_messages(value: Any, where: str) -> list[dict[str, str]]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
@@ -140,7 +140,7 @@ def _load_records(path: str | os.PathLike, keys: tuple[str, ...], build, shape: 
 def load_preferences(path: str | os.PathLike) -> list[tuple[list[dict], str, str]]:
     """[(prompt messages, chosen, rejected)] from {"prompt", "chosen", "rejected"} JSONL."""
     return _load_records(path, ("prompt", "chosen", "rejected"), lambda rec, where: (
-        _prompt_messages(rec["prompt"], where), _answer_text(rec["chosen"], "chosen", where),
+        prompt_messages(rec["prompt"], where), _answer_text(rec["chosen"], "chosen", where),
         _answer_text(rec["rejected"], "rejected", where)), '{"prompt", "chosen", "rejected"}')
 
 
@@ -149,7 +149,7 @@ def load_unpaired(path: str | os.PathLike) -> list[tuple[list[dict], str, bool]]
     def build(rec, where):
         if not isinstance(rec["label"], bool):
             raise DataError(f"{where}: 'label' must be true or false, got {rec['label']!r}", "use a JSON boolean")
-        return _prompt_messages(rec["prompt"], where), _answer_text(rec["completion"], "completion", where), \
+        return prompt_messages(rec["prompt"], where), _answer_text(rec["completion"], "completion", where), \
             rec["label"]
 
     out = _load_records(path, ("prompt", "completion", "label"), build, '{"prompt", "completion", "label": bool}')
@@ -158,6 +158,12 @@ def load_unpaired(path: str | os.PathLike) -> list[tuple[list[dict], str, bool]]
         raise DataError(f"{Path(path).name} has only {'desirable' if True in labels else 'undesirable'} examples",
                         "KTO needs both labels (true and false)")
     return out
+
+
+def load_prompts(path: str | os.PathLike) -> list[tuple[list[dict], dict[str, Any]]]:
+    """[(prompt messages, the whole record)] from {"prompt", ...} JSONL (GRPO: rewards read the record)."""
+    return _load_records(path, ("prompt",), lambda rec, where: (prompt_messages(rec["prompt"], where), rec),
+                         '{"prompt": ..., "answer": ...}')
 
 
 # ---- tokenization ---------------------------------------------------------------------------------

@@ -224,7 +224,7 @@ def finetune(cfg: FinetuneConfig, eval_hook: Callable[[int, torch.nn.Module], No
     policy = build_policy(cfg, resume_from, cfg.method in ("dpo", "kto"), device)
     train, held_out, collate = datasets(cfg, policy.tokenizer)
     loader = ExampleLoader(train, cfg.batch_size, collate, cfg.seed, rank, world)
-    eval_set = (lambda: _limit(eval_batches(held_out, min(cfg.batch_size, len(held_out)), collate),
+    eval_set = (lambda: take(eval_batches(held_out, min(cfg.batch_size, len(held_out)), collate),
                                cfg.eval_batches)) if held_out else None
     if cfg.method == "sft":
         objective = sft_objective(cfg, policy, eval_set)
@@ -268,7 +268,8 @@ def export_final(cfg: FinetuneConfig, policy: Policy) -> Path:
     return save_model(out / "final", policy.model, policy.tokenizer, meta)
 
 
-def _limit(it, n: int):
+def take(it, n: int):
+    """The first n items of an iterator."""
     for i, x in enumerate(it):
         if i >= n:
             return

@@ -21,7 +21,7 @@ import torch
 
 from llmkit.generate import Engine, SamplingParams
 from llmkit.generate.engine import END_OF_TURN
-from llmkit.train.finetune import Policy, _limit, build_policy, run_objective
+from llmkit.train.finetune import Policy, build_policy, run_objective, take
 from llmkit.train.ft_config import FinetuneConfig
 from llmkit.train.loop import Objective, TrainResult, setup_run
 from llmkit.train.losses import IGNORE, group_advantages, grpo_loss, token_logprobs
@@ -29,18 +29,12 @@ from llmkit.train.rewards import Reward, reward_fns
 
 
 def load_prompts(path: str | Path, tokenizer, template, max_len: int) -> list[tuple[list[int], dict]]:
-    """[(prompt ids with the generation prompt, record)] from prompt JSONL."""
-    from llmkit.data.chat_data import _prompt_messages, read_jsonl
+    """[(prompt ids with the generation prompt, record)] for the prompts that fit max_len."""
+    from llmkit.data.chat_data import load_prompts as read
     from llmkit.data.errors import DataError
 
-    out = []
-    for n, rec in read_jsonl(path):
-        if "prompt" not in rec:
-            raise DataError(f"{Path(path).name} line {n} has no 'prompt' (keys {sorted(rec)})",
-                            "GRPO records are {\"prompt\": ..., \"answer\": ...}")
-        ids = template.render(tokenizer, _prompt_messages(rec["prompt"], f"line {n}"), add_generation_prompt=True)[0]
-        if len(ids) < max_len:
-            out.append((ids, rec))
+    out = [(template.render(tokenizer, msgs, add_generation_prompt=True)[0], rec) for msgs, rec in read(path)]
+    out = [(ids, rec) for ids, rec in out if len(ids) < max_len]
     if not out:
         raise DataError(f"no prompt in {str(path)!r} fits max_len={max_len}", "raise max_len")
     return out
@@ -135,7 +129,7 @@ def grpo(cfg: FinetuneConfig, rewards: list[Reward] | None = None,
     loader = ExampleLoader(train, cfg.batch_size, list, cfg.seed, rank, world)
 
     def evaluate(m):
-        acc, _ = greedy_accuracy(m, policy.tokenizer, list(_limit(iter(held), cfg.eval_batches * cfg.batch_size)),
+        acc, _ = greedy_accuracy(m, policy.tokenizer, list(take(iter(held), cfg.eval_batches * cfg.batch_size)),
                                  rewards, cfg.max_new_tokens)
         m.train()
         return {"val_reward": acc}
