@@ -5,9 +5,9 @@
 Each configuration runs in its own process (peak RSS is per process). The
 same SFT batches (3-digit addition conversations, right-padded) go through
 llmkit's loop and through a plain PyTorch loop over transformers (+ PEFT for
-LoRA) loaded from our HF export. tok/s counts trained (assistant) tokens per
-second between the first and the last logged step, so loading and the final
-checkpoint are excluded.
+LoRA) loaded from our HF export. tok/s counts processed tokens (batch × padded
+length, prompt and answer) per second between the end of the first and of
+the last step, so loading, warm-up and the final checkpoint are excluded.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def run_hf(adapter: str, steps: int, batch: int, tmp: Path) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
-        tokens += int((y != -100).sum()) if i > 0 else 0
+        tokens += int(x.numel()) if i > 0 else 0  # as llmkit counts: every position the forward processes
     return {"tok_s": tokens / (times[-1] - times[0])}
 
 
@@ -111,7 +111,7 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append({"adapter": adapter, "impl": impl, **json.loads(out)})
             print(rows[-1], flush=True)
-    print("\n| method | impl | trained tok/s | peak RSS (MB) |\n|---|---|---|---|")
+    print("\n| method | impl | tok/s | peak RSS (MB) |\n|---|---|---|---|")
     for r in rows:
         peer = next(x for x in rows if x["adapter"] == r["adapter"] and x["impl"] == "hf")
         ratio = f" ({r['tok_s'] / peer['tok_s']:.2f}x)" if r["impl"] == "llmkit" else ""
