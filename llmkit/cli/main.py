@@ -23,6 +23,7 @@ EXTRA_MODULES: tuple[str, ...] = (
     "llmkit.cli.quantize",
     "llmkit.cli.merge",
     "llmkit.cli.rag",
+    "llmkit.cli.finetune",
 )
 EXTRA_VERBS: tuple[str, ...] = (
     "tokenizer",
@@ -36,6 +37,8 @@ EXTRA_VERBS: tuple[str, ...] = (
     "merge",
     "lineage",
     "rag",
+    "finetune",
+    "lora",
 )
 
 

@@ -63,30 +63,37 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def find_config(name_or_path: str) -> Path:
+def find_config(name_or_path: str, directory: Path = CONFIG_DIR) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    packaged = CONFIG_DIR / f"{name_or_path}.yaml"
+    packaged = directory / f"{name_or_path}.yaml"
     if packaged.is_file():
         return packaged
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    names = sorted(p.stem for p in directory.glob("*.yaml"))
     raise ConfigError(f"training config {name_or_path!r} not found",
                       f"pass a YAML path or one of: {', '.join(names)}")
 
 
-def load_train_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def read_yaml_config(name_or_path: str | None, directory: Path = CONFIG_DIR) -> dict[str, Any]:
+    """The mapping in a YAML config (a path or a packaged name in ``directory``); {} for None."""
     data: dict[str, Any] = {}
     if name_or_path:
         import yaml
 
-        path = find_config(name_or_path)
+        path = find_config(name_or_path, directory)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{str(path)!r} is not valid YAML: {e}".splitlines()[0], "fix the file") from e
         if not isinstance(data, dict):
-            raise ConfigError(f"{str(path)!r} must be a mapping of keys to values", "see configs/pretrain/*.yaml")
+            raise ConfigError(f"{str(path)!r} must be a mapping of keys to values",
+                              f"see configs/{directory.name}/*.yaml")
+    return data
+
+
+def load_train_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    data = read_yaml_config(name_or_path)
     model_over = dict(data.pop("model_overrides", None) or {})
     plain = []
     for item in overrides or []:

@@ -15,7 +15,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +44,7 @@ class TrainResult:
     seconds: float
     tokens: int
     out_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last evaluation
 
 
 class _StopFlag:
@@ -119,22 +120,76 @@ def _build_model(cfg: TrainConfig, tokenizer, resume_from: Path | None) -> Trans
     return Transformer(mcfg).init_weights(seed=cfg.seed)
 
 
-def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable[[], Any]]] | None = None,
-             on_eval: Callable[[int, Transformer], None] | None = None) -> TrainResult:
-    """Train a language model on prepared token shards; returns where it ended and the last metrics."""
+@dataclass
+class Objective:
+    """What one training stage computes; `fit` does everything around it.
+
+    loss(model, batch) -> (scalar loss, {metric: float}) for one micro-batch;
+    evaluate(raw_model) -> {metric: float}, e.g. {"val_loss": ...};
+    save_tensors(raw_model) -> the tensors a checkpoint stores (default: the full state dict);
+    tokens(batch) -> tokens the batch trains on (default batch_size × seq_len).
+    """
+
+    stage: str
+    loss: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
+    save_tensors: Callable[[torch.nn.Module], dict[str, torch.Tensor]] | None = None
+    tokens: Callable[[Any], int] | None = None
+
+
+def setup_run(cfg: TrainConfig) -> tuple[torch.device, int, int, Path | None]:
+    """Device, rank, world size, and the checkpoint to resume from (None for a fresh run)."""
     device = resolve_device(cfg.device)
     rank, world = D.setup(device)
     device = D.local_device(device)
-    main = rank == 0
-    out_dir = Path(cfg.out_dir)
     seed_everything(cfg.seed)  # identical init on every rank
-    resume_from = latest_checkpoint(out_dir) if cfg.resume else None
+    return device, rank, world, latest_checkpoint(Path(cfg.out_dir)) if cfg.resume else None
+
+
+def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable[[], Any]]] | None = None,
+             on_eval: Callable[[int, Transformer], None] | None = None) -> TrainResult:
+    """Train a language model on prepared token shards; returns where it ended and the last metrics."""
+    device, rank, world, resume_from = setup_run(cfg)
     tokenizer = _tokenizer_for(cfg)
     model = _build_model(cfg, tokenizer, resume_from).to(device)
+    train_loader, val_factory = (loaders or (lambda r, w: _default_loaders(cfg, r, w)))(rank, world)
+    bpt = getattr(val_factory, "bytes_per_token", None) or getattr(train_loader, "bytes_per_token", None)
+
+    def lm_step(m, batch):
+        x, y = batch
+        return lm_loss(m(x), y), {}
+
+    def val(m):
+        loss = evaluate(m, val_factory, cfg.eval_batches, device)
+        return {"val_loss": loss, "val_bpb": bits_per_byte(loss, bpt) if bpt else None}
+
+    objective = Objective("pretrain", lm_step, val)
+    return fit(cfg, model, objective, train_loader, device, rank, world, tokenizer, resume_from,
+               {"parent": cfg.init_from}, on_eval)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch
+
+
+def fit(cfg: TrainConfig, model: Transformer, objective: Objective, train_loader: Any, device: torch.device,
+        rank: int, world: int, tokenizer=None, resume_from: Path | None = None, meta: dict | None = None,
+        on_eval: Callable[[int, Transformer], None] | None = None) -> TrainResult:
+    """The loop: schedule, grad accumulation, clipping, eval, checkpoints, signals, exact resume.
+
+    ``model`` already holds the weights to start from (the caller restores them on resume);
+    the optimizer covers the parameters that require grad.
+    """
+    main = rank == 0
+    out_dir = Path(cfg.out_dir)
+    model = model.to(device)
     model = D.wrap(model, device, cfg.fsdp)  # FSDP shards in place: the optimizer must see the sharded params
     raw_model = model.module if hasattr(model, "module") else model
     opt = make_optimizer(raw_model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    train_loader, val_factory = (loaders or (lambda r, w: _default_loaders(cfg, r, w)))(rank, world)
     step = 0
     if resume_from is not None:
         state = load_trainer_state(resume_from)
@@ -150,17 +205,17 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
                 else torch.autocast(device.type, enabled=False))
     log = MetricsLog(out_dir, cfg.tensorboard, enabled=main)
     log.truncate_after(step)
-    bpt = getattr(val_factory, "bytes_per_token", None) or getattr(train_loader, "bytes_per_token", None)
-    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
-    meta = {"stage": "pretrain", "parent": cfg.init_from, "train_config": cfg.to_dict()}
+    meta = {"stage": objective.stage, **(meta or {}), "train_config": cfg.to_dict()}
     it = iter(train_loader)
     result = TrainResult(step, None, None, None, None, "max_steps", 0.0, 0, out_dir)
     t0 = time.perf_counter()
-    bar = _progress(cfg, step, main)
+    bar = _progress(cfg, step, main, objective.stage)
 
     def checkpoint(at: int) -> Path | None:
         path = None
         model_sd, opt_sd = D.full_state(raw_model, opt, cfg.fsdp)  # collective under FSDP
+        if objective.save_tensors is not None:
+            model_sd = objective.save_tensors(raw_model)
         if main:
             trainer = {"optimizer": opt_sd, "loader": train_loader.state_dict(), "rng": rng_state(), "step": at}
             path = save_train_checkpoint(out_dir, at, raw_model.cfg, model_sd, tokenizer, trainer,
@@ -175,36 +230,39 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
             for group in opt.param_groups:
                 group["lr"] = lr
             model.train()
-            loss_sum = 0.0
+            loss_sum, sums, tokens = 0.0, {}, 0
             for micro in range(cfg.grad_accum):
-                x, y = next(it)
-                x, y = x.to(device), y.to(device)
+                batch = _to(next(it), device)
                 with D.no_sync(model, micro < cfg.grad_accum - 1), autocast:
-                    loss = lm_loss(model(x), y) / cfg.grad_accum
+                    loss, metrics = objective.loss(model, batch)
+                    loss = loss / cfg.grad_accum
                 loss.backward()
                 loss_sum += float(loss.detach())
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
+                tokens += objective.tokens(batch) if objective.tokens else cfg.batch_size * cfg.seq_len
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             loss_val = D.mean_across_ranks(loss_sum, device)
             if not math.isfinite(loss_val):
                 raise FloatingPointError(f"loss became {loss_val} at step {step}; lower lr or enable grad_clip")
-            result.loss, result.step, result.tokens = loss_val, step, result.tokens + tokens_per_step
+            result.loss, result.step, result.tokens = loss_val, step, result.tokens + tokens * world
             elapsed = time.perf_counter() - t0
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}", tok_s=f"{result.tokens / elapsed:,.0f}")
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                log.log({"step": step, "loss": loss_val, "lr": lr, "tokens": result.tokens, "time": elapsed})
-            if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                result.val_loss = evaluate(raw_model, val_factory, cfg.eval_batches, device)
-                result.val_bpb = bits_per_byte(result.val_loss, bpt) if bpt else None
-                log.log({"step": step, "val_loss": result.val_loss, "val_bpb": result.val_bpb})
+                log.log({"step": step, "loss": loss_val, "lr": lr, "tokens": result.tokens, "time": elapsed, **sums})
+            if objective.evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                result.metrics = objective.evaluate(raw_model)
+                result.val_loss, result.val_bpb = result.metrics.get("val_loss"), result.metrics.get("val_bpb")
+                log.log({"step": step, **result.metrics})
                 if bar is not None:
-                    bar.write(f"step {step}: val loss {result.val_loss:.4f}"
-                              + (f", {result.val_bpb:.4f} bits/byte" if result.val_bpb else ""))
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()
+                                                           if isinstance(v, float)))
                 if on_eval is not None and main:
                     on_eval(step, raw_model)
             if cfg.max_time is not None and elapsed > cfg.max_time:
@@ -220,7 +278,8 @@ def pretrain(cfg: TrainConfig, loaders: Callable[[int, int], tuple[Any, Callable
         bar.close()
     result.seconds = time.perf_counter() - t0
     if main:
-        plot_loss(log.records(), out_dir / "loss.png", title=f"{cfg.model} pretraining")
+        title = f"{cfg.model} pretraining" if objective.stage == "pretrain" else objective.stage
+        plot_loss(log.records(), out_dir / "loss.png", title=title)
     log.close()
     D.cleanup()
     return result
@@ -252,9 +311,9 @@ def _jsonable(obj: Any) -> Any:
     return obj if isinstance(obj, (str, int, float, bool)) or obj is None else repr(obj)
 
 
-def _progress(cfg: TrainConfig, step: int, main: bool):
+def _progress(cfg: TrainConfig, step: int, main: bool, stage: str = "pretrain"):
     if not (main and cfg.progress):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=cfg.max_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+    return tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step", dynamic_ncols=True)

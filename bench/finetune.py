@@ -1,0 +1,123 @@
+"""Fine-tuning throughput and peak memory on SmolLM2-135M: full vs LoRA, llmkit vs transformers+PEFT.
+
+    python bench/finetune.py [--steps 8] [--batch 4]
+
+Each configuration runs in its own process (peak RSS is per process). The
+same SFT batches (3-digit addition conversations, right-padded) go through
+llmkit's loop and through a plain PyTorch loop over transformers (+ PEFT for
+LoRA) loaded from our HF export. tok/s counts processed tokens (batch × padded
+length, prompt and answer) per second between the end of the first and of
+the last step, so loading, warm-up and the final checkpoint are excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _data(path: Path, n: int = 256) -> Path:
+    import random
+
+    rng = random.Random(0)
+    recs = []
+    for _ in range(n):
+        a, b = rng.randint(100, 999), rng.randint(100, 999)
+        recs.append({"messages": [{"role": "user", "content": f"What is {a} + {b}? Reply with only the number."},
+                                  {"role": "assistant", "content": str(a + b)}]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def run_llmkit(adapter: str, steps: int, batch: int, tmp: Path) -> dict:
+    from llmkit.train.finetune import finetune
+    from llmkit.train.ft_config import FinetuneConfig
+
+    cfg = FinetuneConfig(method="sft", init_from="smollm2", data=str(_data(tmp / "d.jsonl")), out_dir=str(tmp / "run"),
+                         adapter=adapter, lora_r=8, lora_alpha=16, batch_size=batch, max_len=96, max_steps=steps,
+                         lr=1e-4, warmup=1, log_every=1, eval_every=10**6, ckpt_every=10**6, progress=False,
+                         save_merged=False, device="cpu")
+    finetune(cfg)
+    recs = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if "tokens" in r]
+    return {"tok_s": (recs[-1]["tokens"] - recs[0]["tokens"]) / (recs[-1]["time"] - recs[0]["time"])}
+
+
+def run_hf(adapter: str, steps: int, batch: int, tmp: Path) -> dict:
+    import torch
+    import transformers
+
+    from llmkit.data.batching import ExampleLoader
+    from llmkit.formats.hf import save_hf
+    from llmkit.formats.loader import load_model
+    from llmkit.train.finetune import datasets
+    from llmkit.train.ft_config import FinetuneConfig
+
+    lm = load_model("smollm2", device="cpu", dtype="float32")
+    save_hf(tmp / "hf", lm.config, lm.model.export_state_dict(), lm.tokenizer)
+    cfg = FinetuneConfig(method="sft", data=str(_data(tmp / "d.jsonl")), max_len=96, batch_size=batch)
+    train, _, collate = datasets(cfg, lm.tokenizer)
+    del lm
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp / "hf", dtype=torch.float32)
+    if adapter == "lora":
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                           task_type="CAUSAL_LM"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    loader = ExampleLoader(train, batch, collate, seed=1337)
+    times, tokens = [], 0
+    for i in range(steps):
+        x, y = next(loader)
+        logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter())
+        tokens += int(x.numel()) if i > 0 else 0  # as llmkit counts: every position the forward processes
+    return {"tok_s": tokens / (times[-1] - times[0])}
+
+
+def child(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = run_llmkit if args.impl == "llmkit" else run_hf
+        res = fn(args.adapter, args.steps, args.batch, Path(tmp))
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(res))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--impl", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--adapter", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.impl:
+        return child(args)
+    rows = []
+    for adapter in ("full", "lora"):
+        for impl in ("llmkit", "hf"):
+            cmd = [sys.executable, __file__, "--impl", impl, "--adapter", adapter, "--steps", str(args.steps),
+                   "--batch", str(args.batch)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            rows.append({"adapter": adapter, "impl": impl, **json.loads(out)})
+            print(rows[-1], flush=True)
+    print("\n| method | impl | tok/s | peak RSS (MB) |\n|---|---|---|---|")
+    for r in rows:
+        peer = next(x for x in rows if x["adapter"] == r["adapter"] and x["impl"] == "hf")
+        ratio = f" ({r['tok_s'] / peer['tok_s']:.2f}x)" if r["impl"] == "llmkit" else ""
+        print(f"| {r['adapter']} | {'llmkit' if r['impl'] == 'llmkit' else 'transformers+PEFT'} | "
+              f"{r['tok_s']:.0f}{ratio} | {r['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
