@@ -109,7 +109,12 @@ def main() -> None:
     ap.add_argument("--min-tokens", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--seq", type=int, default=8, help="requests in the sequential batch-1 baseline")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)  # an oversubscribed machine punishes multi-threaded tiny ops
 
     import uvicorn
 

@@ -23,7 +23,6 @@ def main() -> None:
     a = ap.parse_args()
 
     import uvicorn
-    from dataclasses import replace
 
     from llmkit.formats.loader import LoadedModel, load_model
     from llmkit.model import Transformer, preset
@@ -35,7 +34,7 @@ def main() -> None:
     cfg = preset("tiny-llama").replace(vocab_size=real.config.vocab_size, n_layer=2, d_model=64, max_seq_len=256)
     tiny = LoadedModel(Transformer(cfg).init_weights(seed=0).eval(), real.tokenizer, cfg, "tiny", real.path,
                        {"name": "tiny"})
-    app = create_app(replace(tiny), ServeConfig(served_name="tiny", max_n=4))
+    app = create_app(tiny, ServeConfig(served_name="tiny", max_n=4))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()

@@ -36,7 +36,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--draft-layers", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)  # an oversubscribed machine punishes multi-threaded tiny ops
 
     from llmkit.formats.loader import load_model
     from llmkit.generate import Engine, SamplingParams

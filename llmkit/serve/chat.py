@@ -12,15 +12,15 @@ from llmkit.generate.tools import OPEN_TAG, format_tool_call, parse_tool_calls, 
 from llmkit.serve.common import (Tally, check_n, collect, new_id, now, sampling_params, sse, stream_deltas,
                                  submit_choices, token_str, usage)
 from llmkit.serve.constraints import constraint_factory
-from llmkit.serve.schema import ChatRequest, message_text
+from llmkit.serve.schema import ERROR_RESPONSES, ChatMessage, ChatRequest, message_text
 from llmkit.serve.state import ServerState
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
-def chat_messages(body: ChatRequest, tools: list[dict] | None, template_has_tools: bool) -> list[dict]:
+def chat_messages(messages: list[ChatMessage], tools: list[dict] | None, template_has_tools: bool) -> list[dict]:
     out = []
-    for m in body.messages:
+    for m in messages:
         if isinstance(m.content, list) and any(p.type != "text" for p in m.content):
             raise GenerationError("only text content parts are supported", "send {'type': 'text', 'text': ...}")
         role = "system" if m.role == "developer" else m.role
@@ -47,7 +47,7 @@ def _active_tools(body: ChatRequest) -> list[dict] | None:
 def chat_prompt(state: ServerState, body: ChatRequest) -> list[int]:
     tools = _active_tools(body)
     has_tools = "tools" in state.template.source
-    text = state.template.render_text(chat_messages(body, tools, has_tools), add_generation_prompt=True,
+    text = state.template.render_text(chat_messages(body.messages, tools, has_tools), add_generation_prompt=True,
                                       tools=tools if has_tools else None)
     return state.tokenizer.encode(text, allowed_special="all")
 

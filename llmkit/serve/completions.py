@@ -16,10 +16,10 @@ from llmkit.generate.scheduler import PromptLogprobs
 from llmkit.serve.common import (Tally, check_n, collect, new_id, now, sampling_params, sse, stream_deltas,
                                  submit_choices, token_str, usage)
 from llmkit.serve.constraints import constraint_factory
-from llmkit.serve.schema import CompletionRequest
+from llmkit.serve.schema import ERROR_RESPONSES, CompletionRequest
 from llmkit.serve.state import ServerState
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 def prompt_list(state: ServerState, prompt) -> tuple[list[list[int]], list[str]]:

@@ -57,7 +57,8 @@ def install(app: FastAPI, retry_after: int) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
-        return JSONResponse(openai_error(exc.status_code, str(exc.detail)), status_code=exc.status_code)
+        return JSONResponse(openai_error(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))  # e.g. Allow on a 405
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

@@ -9,10 +9,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from llmkit.core.errors import LLMKitError
 from llmkit.serve.chat import chat_messages
-from llmkit.serve.schema import DetokenizeRequest, TokenizeRequest
+from llmkit.serve.schema import ERROR_RESPONSES, DetokenizeRequest, TokenizeRequest
 from llmkit.serve.state import ServerState
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 class EmbeddingsUnavailable(LLMKitError):
@@ -44,10 +44,8 @@ async def tokenize(body: TokenizeRequest, request: Request):
     if body.model is not None:
         s.check_model(body.model)
     if body.messages is not None:
-        from llmkit.serve.schema import ChatRequest
-
-        chat = ChatRequest(model=s.model_id, messages=body.messages)
-        text = s.template.render_text(chat_messages(chat, None, False), add_generation_prompt=body.add_generation_prompt)
+        text = s.template.render_text(chat_messages(body.messages, None, False),
+                                      add_generation_prompt=body.add_generation_prompt)
         tokens = s.tokenizer.encode(text, allowed_special="all")
     else:
         tokens = s.tokenizer.encode(body.prompt or "", allowed_special="all")
@@ -95,7 +93,8 @@ async def health(request: Request):
     return JSONResponse(body, status_code=200 if alive else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain; version=0.0.4": {}}, "description": "Prometheus text"}})
 async def metrics(request: Request):
     return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
 

@@ -6,11 +6,12 @@ Numbers are strict (the string "0.5" is not a temperature), ints are never float
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-Prompt = Union[StrictStr, List[StrictStr], List[StrictInt], List[List[StrictInt]]]
+TokenId = Annotated[StrictInt, Field(ge=0)]
+Prompt = Union[StrictStr, List[StrictStr], List[TokenId], List[List[TokenId]]]
 Stop = Union[StrictStr, List[StrictStr], None]
 
 
@@ -118,7 +119,7 @@ class TokenizeRequest(_Body):
 
 class DetokenizeRequest(_Body):
     model: Optional[StrictStr] = None
-    tokens: List[StrictInt]
+    tokens: List[TokenId]
 
 
 def message_text(content: Union[str, List[ContentPart], None]) -> str:
@@ -128,3 +129,21 @@ def message_text(content: Union[str, List[ContentPart], None]) -> str:
     if isinstance(content, str):
         return content
     return "".join(p.text or "" for p in content if p.type == "text")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# documented on every route, so the OpenAPI schema says what clients really get
+ERROR_RESPONSES: Dict[int, Dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in [(400, "invalid request"), (401, "missing or wrong API key"), (404, "unknown model"),
+                         (413, "body too large"), (429, "busy: retry after Retry-After seconds")]}

@@ -229,3 +229,14 @@ def test_api_key(live_keyed):
         assert r.status_code == 401 and "Incorrect API key" in r.json()["error"]["message"]
         assert c.get("/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
         assert c.get("/health").status_code == 200 and c.get("/").status_code == 200
+
+
+def test_tokenize_chat_messages_and_bad_ids(client, smollm2):
+    msgs = [{"role": "user", "content": "Hi"}]
+    out = client.post("/tokenize", json={"messages": msgs}).json()
+    assert out["tokens"] == prompt_ids(smollm2, "Hi", chat=True) and out["count"] == len(out["tokens"])
+    assert client.post("/tokenize", json={"messages": []}).status_code == 200  # found by schemathesis: was a 500
+    r = client.post("/detokenize", json={"tokens": [1, -5]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tokens.1"
+    r = client.request("TRACE", "/v1/completions")
+    assert r.status_code == 405 and "POST" in r.headers["allow"]
