@@ -25,7 +25,7 @@ from llmkit.model.lora import AdapterError, LoRAConfig, adapters_disabled, apply
     lora_state_dict
 from llmkit.train.ft_config import FinetuneConfig
 from llmkit.train.loop import Objective, TrainResult, fit, setup_run
-from llmkit.train.losses import IGNORE, dpo_loss, kto_loss, lm_loss, orpo_loss, sequence_logprobs
+from llmkit.train.losses import dpo_loss, kto_loss, lm_loss, orpo_loss, sequence_logprobs
 
 
 @dataclass
@@ -52,7 +52,7 @@ def build_policy(cfg: FinetuneConfig, resume_from: Path | None = None, need_refe
 
         frozen = copy.deepcopy(model).eval().requires_grad_(False).to(device)
     if resume_from is not None:
-        _, sd, _, meta = load_checkpoint_model(resume_from)
+        _, sd, _, _ = load_checkpoint_model(resume_from)
         if has_lora(model):
             load_lora_state_dict(model, sd)
         else:
