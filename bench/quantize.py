@@ -1,9 +1,9 @@
 """Quantized decode speed and perplexity on SmolLM2, against transformers fp32, in one run.
 
-    python bench/quantize.py [--tokens 64] [--repeats 2] [--batches 1,8] [--ppl-tokens 4096] [--kernels]
+    python bench/quantize.py [--tokens 32] [--repeats 3] [--batches 1,8] [--ppl-tokens 4096] [--kernels]
 
 Rows: llmkit fp32 (the packaged GGUF dequantized), llmkit int8 (per-channel
-absmax), llmkit int4 (group 64, round-to-nearest), llmkit GGUF-native Q4_1
+absmax), llmkit int4 (group 32, round-to-nearest, int8 head), llmkit GGUF-native Q4_1
 (the packaged file's own blocks, `keep_quantized=True`), and transformers
 fp32 `generate` on the same GGUF. Greedy, EOS ignored, decode tok/s =
 rows x (tokens - 1) / (time for N tokens - time for 1 token). Perplexity is on
@@ -23,7 +23,7 @@ import warnings
 import torch
 from common import best_time  # bench/common.py
 
-from generate import PROMPTS, hf_side  # bench/generate.py: the same transformers side
+from generate import PROMPTS  # bench/generate.py: the same prompts
 
 SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]  # (out, in): q/o, gate/up, down, head
 
@@ -37,25 +37,59 @@ def llmkit_models():
     quantize_model(i8.model, "int8")
     models["llmkit int8"] = i8
     i4 = load_model("smollm2", device="cpu", dtype="float32")
-    quantize_model(i4.model, "int4", bits=4, group_size=64)
-    models["llmkit int4 g64"] = i4
+    quantize_model(i4.model, "int4", bits=4, group_size=32)
+    models["llmkit int4 g32"] = i4
     models["llmkit GGUF Q4_1 (packed)"] = load_model("smollm2", device="cpu", dtype="float32", keep_quantized=True)
     return models
 
 
-def decode_speed(lm, batch: int, tokens: int, repeats: int):
+def decode_speeds(models: dict, batch: int, tokens: int, repeats: int, hf_run=None) -> dict[str, float]:
+    """Decode tok/s of every model, timed round-robin: on a shared machine a burst of load then
+    hits every model alike, and the best of ``repeats`` rounds is kept for each."""
     from llmkit.generate import Engine, SamplingParams
-    from llmkit.generate.api import prompt_ids
 
-    engine = Engine(lm.model, lm.tokenizer)
-    prompts = [prompt_ids(lm, p, chat=True) for p in PROMPTS[:batch]]
+    runs = {}
+    for name, lm in models.items():
+        from llmkit.generate.api import prompt_ids
+
+        engine = Engine(lm.model, lm.tokenizer)
+        prompts = [prompt_ids(lm, p, chat=True) for p in PROMPTS[:batch]]
+        runs[name] = lambda n, e=engine, p=prompts: e.generate(p, SamplingParams(max_tokens=n, temperature=0,
+                                                                                   ignore_eos=True))
+    if hf_run is not None:
+        runs["transformers fp32"] = hf_run
+    for run in runs.values():
+        run(4)  # warm-up
+    best = {name: [float("inf"), float("inf")] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            best[name][0] = min(best[name][0], best_time(lambda: run(1), 1))
+            best[name][1] = min(best[name][1], best_time(lambda: run(tokens), 1))
+    return {name: batch * (tokens - 1) / (tn - t1) for name, (t1, tn) in best.items()}
+
+
+def hf_runner(batch: int, cache: dict):
+    """transformers `generate` on the packaged GGUF in fp32 (same prompts), as run(n)."""
+    import transformers
+
+    from llmkit.core.assets import asset_path
+
+    if "model" not in cache:
+        path = asset_path("smollm2")
+        cache["tok"] = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        cache["model"] = transformers.AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    model, tok = cache["model"], cache["tok"]
+    tok.padding_side = "left"
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in PROMPTS[:batch]]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
     def run(n):
-        return engine.generate(prompts, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
-
-    run(4)
-    t1, tn = best_time(lambda: run(1), repeats), best_time(lambda: run(tokens), repeats)
-    return batch * (tokens - 1) / (tn - t1), run(tokens)[0].token_ids
+        with torch.inference_mode():
+            return model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                  pad_token_id=tok.pad_token_id)
+    return run
 
 
 def perplexity_as_decoded(lm, ids: list[int], max_tokens: int) -> float:
@@ -121,8 +155,8 @@ def kernel_table(repeats: int = 30) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", default="1")
     ap.add_argument("--ppl-tokens", type=int, default=4096)
     ap.add_argument("--kernels", action="store_true", help="also time each layer shape for every kernel candidate")
@@ -140,19 +174,18 @@ def main() -> None:
         print(f"{name}: perplexity {p:.3f}", flush=True)
     cache: dict = {}
     for b in [int(x) for x in a.batches.split(",")]:
-        hf = None if a.no_hf else hf_side(b, a.tokens, a.repeats, cache)[0]
-        rows = []
-        for name, lm in models.items():
-            tps, _ = decode_speed(lm, b, a.tokens, a.repeats)
-            rows.append((name, tps))
-            print(f"batch {b}: {name} {tps:.1f} tok/s" + (f" ({tps / hf:.2f}x transformers)" if hf else ""), flush=True)
+        speeds = decode_speeds(models, b, a.tokens, a.repeats, None if a.no_hf else hf_runner(b, cache))
+        hf = speeds.get("transformers fp32")
         base = ppl["llmkit fp32"]
-        print(f"\nbatch {b}\n\n| model | decode tok/s | vs transformers fp32 | perplexity | vs fp32 |\n|---|---|---|---|---|")
+        print(f"\nbatch {b}\n\n| model | decode tok/s | vs transformers fp32 | perplexity | vs fp32 |\n"
+              "|---|---|---|---|---|")
         if hf:
             print(f"| transformers fp32 | {hf:.1f} | 1.00x | — | — |")
-        for name, tps in rows:
+        for name in models:
+            tps = speeds[name]
             ratio = f"{tps / hf:.2f}x" if hf else "—"
-            print(f"| {name} | {tps:.1f} | {ratio} | {ppl[name]:.3f} | {100 * (ppl[name] / base - 1):+.2f}% |")
+            print(f"| {name} | {tps:.1f} | {ratio} | {ppl[name]:.3f} | {100 * (ppl[name] / base - 1):+.2f}% |",
+                  flush=True)
     if a.kernels:
         kernel_table()
 

@@ -54,7 +54,7 @@ def register(sub) -> None:
                    help="int8: per-channel absmax; int8-zp: per-channel zero-point; int4: group-wise "
                         "round-to-nearest; nf4: QLoRA NF4; gptq / awq: calibrated 4-bit (default %(default)s)")
     p.add_argument("--bits", type=int, default=4, help="bits for int4/gptq/awq: 2, 3 or 4 (default %(default)s)")
-    p.add_argument("--group-size", type=int, default=64,
+    p.add_argument("--group-size", type=int, default=32,
                    help="inputs sharing one scale (multiple of 32 dividing every layer; default %(default)s)")
     p.add_argument("--symmetric", action="store_true", help="symmetric grid (no zero point) for int4/gptq/awq")
     p.add_argument("--calib", default=None, help="calibration text file or directory (default: the stdlib corpus)")

@@ -25,15 +25,37 @@ def convert(src: str, dst: str | os.PathLike, to: str = "llmkit", dtype: str = "
     if Path(dst).resolve() == lm.path.resolve():
         raise ConfigError(f"destination {str(dst)!r} is the source", "write to a new directory")
     if to == "hf":
-        return save_hf(dst, lm.config, lm.model.export_state_dict(), lm.tokenizer)
+        return save_hf(dst, *float_weights(lm.model), lm.tokenizer)
     if to == "gguf":
         from llmkit.formats.gguf_export import save_gguf
 
-        return save_gguf(dst, lm.config, lm.model.export_state_dict(), lm.tokenizer, outtype, name=lm.name)
+        return save_gguf(dst, *float_weights(lm.model), lm.tokenizer, outtype, name=lm.name)
     meta = {"stage": lm.meta.get("stage", "import"), "parent": str(lm.path.resolve()),
             "source_format": lm.meta.get("source_format", "llmkit"), "name": lm.name,
             "lineage": list(lm.meta.get("lineage", [])) + [{"op": "convert", "from": str(lm.path.resolve())}]}
     return save_model(dst, lm.model, lm.tokenizer, meta)
+
+
+def float_weights(model) -> tuple:
+    """(config, state dict) with every quantized layer (QuantLinear, NF4Linear) as a dense float weight.
+
+    Other formats store float (or their own block) weights, so a quantized
+    checkpoint is exported through its dequantized values. A quantized head is
+    no longer the embedding, so a tied model is written untied.
+    """
+    from llmkit.model.qlinear import NF4Linear, QuantLinear
+
+    cfg, sd = model.cfg, model.export_state_dict()
+    for name, mod in model.named_modules():
+        if isinstance(mod, (QuantLinear, NF4Linear)):
+            for key in [k for k in sd if k.startswith(f"{name}.")]:
+                del sd[key]
+            sd[f"{name}.weight"] = mod.dequantize()
+            if mod.bias is not None:
+                sd[f"{name}.bias"] = mod.bias.float()
+            if name == "lm_head" and cfg.tie_embeddings:
+                cfg = cfg.replace(tie_embeddings=False)
+    return cfg, sd
 
 
 def _size(path: Path) -> int:

@@ -38,7 +38,7 @@ def calibration_ids(tokenizer, text: str, n_samples: int, seq_len: int) -> torch
     return torch.stack([t[s : s + seq_len] for s in starts.tolist()])
 
 
-def quantize_loaded(lm: LoadedModel, method: str = "int8", bits: int = 4, group_size: int = 64,
+def quantize_loaded(lm: LoadedModel, method: str = "int8", bits: int = 4, group_size: int = 32,
                     symmetric: bool = False, calib_text: str | None = None, calib_samples: int = 32,
                     calib_len: int = 256, act_order: bool = True) -> dict[str, Any]:
     """Quantize an already-loaded fp32 model in place; returns the meta.json quantization record."""
@@ -53,7 +53,7 @@ def quantize_loaded(lm: LoadedModel, method: str = "int8", bits: int = 4, group_
     return info
 
 
-def quantize(model: str | os.PathLike = "smollm2", method: str = "int8", bits: int = 4, group_size: int = 64,
+def quantize(model: str | os.PathLike = "smollm2", method: str = "int8", bits: int = 4, group_size: int = 32,
              symmetric: bool = False, calib_text: str | None = None, calib_samples: int = 32, calib_len: int = 256,
              act_order: bool = True, out: str | os.PathLike = "runs/quantized") -> Path:
     """Load MODEL in fp32, quantize it with ``method`` and write a checkpoint to ``out``."""

@@ -7,9 +7,9 @@ Methods: int8 (per-channel absmax), int8-zp (per-channel zero-point), int4
 (group-wise round-to-nearest, any of 2/3/4 bits), nf4 (QLoRA's 4-bit normal
 float, double-quantized block scales), gptq and awq (both need calibration
 token ids). The embedding table stays in float: a decode step reads one row
-of it, so it costs memory but not speed. The head is quantized like the
-blocks, round-to-nearest (GPTQ/AWQ implementations leave the head alone;
-quantizing it matters here because it is a fifth of SmolLM2's weights).
+of it, so it costs memory but not speed. The head is quantized too (it is a
+fifth of SmolLM2's weights, so it matters for speed), but to per-channel int8
+for the 4-bit methods, round-to-nearest.
 Returns the ``meta.json`` description the loader uses to rebuild the model.
 """
 
@@ -87,7 +87,9 @@ def quantize_model(model: Transformer, method: str = "int8", bits: int = 4, grou
         for name in linear_names(model):
             lin = model.get_submodule(name)
             w, b = lin.weight, lin.bias
-            if method in ("int8", "int8-zp"):
+            if method in ("int8", "int8-zp") or (name == "lm_head" and method != "nf4"):
+                # 4-bit methods keep the head at 8 bits (llama.cpp's Q4 files do too): it is one layer, but
+                # its errors go straight into the logits, and 4 bits there cost SmolLM2 tens of % perplexity
                 new: nn.Module = int8_linear(w, b, method == "int8-zp")
             elif method == "nf4":
                 new = NF4Linear.from_linear(lin, block_size, double_quant=True)

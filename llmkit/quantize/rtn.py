@@ -91,23 +91,27 @@ def group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Ten
     """Scale and zero of each row of w (..., G): the set of values one scale covers.
 
     symmetric: s = max|w| / (2^(b-1) - 1), z = 2^(b-1)  (codes centred, e.g. 1..15 around 8 for 4 bits)
-    asymmetric: s = (max - min) / (2^b - 1), z = round(-min / s)
+    asymmetric: s = (max - min) / (2^b - 1), z = -min / s
+
+    The asymmetric zero is not rounded to an integer (GGUF's Q4_1 does the
+    same: it stores the minimum itself): weights need no exact 0, and a grid
+    spanning exactly [min, max] loses less than one stretched to include 0.
     """
     qmax = 2**bits - 1
     if symmetric:
         scale = w.abs().amax(dim=-1) / (2 ** (bits - 1) - 1)
         zero = torch.full_like(scale, 2 ** (bits - 1))
     else:
-        lo, hi = w.amin(dim=-1).clamp(max=0), w.amax(dim=-1).clamp(min=0)
+        lo, hi = w.amin(dim=-1), w.amax(dim=-1)
         scale = (hi - lo) / qmax
-        zero = torch.round(-lo / _safe(scale)).clamp(0, qmax)
+        zero = -lo / _safe(scale.half().float())
     # scales are stored as fp16: quantize with the value that will be stored
     return scale.half().float(), zero
 
 
 def quantize_with(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Codes for w (..., G) given per-row scale/zero (...): clamp(round(w / s) + z, 0, 2^b - 1)."""
-    q = torch.round(w / _safe(scale)[..., None]) + zero[..., None]
+    """Codes for w (..., G) given per-row scale/zero (...): clamp(round(w / s + z), 0, 2^b - 1)."""
+    q = torch.round(w / _safe(scale)[..., None] + zero[..., None])
     return q.clamp(0, 2**bits - 1)
 
 

@@ -39,6 +39,8 @@ def test_every_method_saves_and_loads(tiny, tmp_path, method, kind):
     assert meta["quantization"]["method"] == method and meta["lineage"][-1]["op"] == "quantize"
     lm = load_model(out)
     assert isinstance(lm.model.blocks[0].attn.wq, kind) and isinstance(lm.model.lm_head, kind)
+    if kind is QuantLinear:  # 4-bit methods keep the head at int8
+        assert lm.model.lm_head.bits == 8 and lm.model.blocks[0].attn.wq.bits == (8 if "int8" in method else 4)
     with torch.no_grad():
         got, ref = lm.model(IDS), fp(IDS)
     rel = (got - ref).norm() / ref.norm()
@@ -73,3 +75,15 @@ def test_bad_settings_are_typed_errors(tiny, tmp_path):
     with pytest.raises(QuantizationError, match="needs calibration text"):
         quantize(path, "gptq", out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_quantized_checkpoint_exports_through_its_dequantized_weights(tiny, tmp_path):
+    from llmkit.formats.convert import convert
+
+    path, _ = tiny
+    q = quantize(path, "int4", group_size=32, out=tmp_path / "q")
+    qlm = load_model(q)
+    back = load_model(convert(str(q), tmp_path / "q.gguf", to="gguf", outtype="f32"), use_cache=False)
+    ids = IDS.repeat(1, 2)  # 20 rows: the quantized model takes its exact dequantize path, not the kernel
+    with torch.no_grad():  # the exported float weights are exactly the quantized model's dequantized ones
+        torch.testing.assert_close(back.model(ids), qlm.model(ids), atol=1e-4, rtol=1e-4)

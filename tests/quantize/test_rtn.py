@@ -64,10 +64,11 @@ def test_groupwise_int4_error_bound(group_size, symmetric):
 
 
 def test_groupwise_known_values_asymmetric():
-    # one group of 32: min -1, max 2 -> s = 3/15 = 0.2, z = round(1 / 0.2) = 5
+    # one group of 32: min -1, max 2 -> s = 3/15 = 0.2 (stored fp16), z = 1 / s = 5
     w = torch.linspace(-1, 2, 32)[None]
     gq = quantize_groupwise(w, bits=4, group_size=32)
-    assert gq.scale.item() == pytest.approx(0.2, abs=1e-4) and gq.zero.item() == 5
+    assert gq.scale.item() == pytest.approx(0.2, abs=1e-4) and gq.zero.item() == pytest.approx(5, abs=2e-3)
+    torch.testing.assert_close(gq.dequantize()[0, [0, -1]], torch.tensor([-1.0, 2.0]), atol=1e-3, rtol=0)
     assert gq.q[0, 0] == 0 and gq.q[0, -1] == 15
 
 
