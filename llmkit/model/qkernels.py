@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def _cpu_ok() -> bool:
     return {"avx2", "fma", "f16c"} <= set(flags)
 
 
+def _ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the pip-installed one sits beside this interpreter, not always on PATH."""
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
 def kernels():
     """The compiled extension module (q4_matmul, q8_matmul), or None when it cannot be used here."""
     if "mod" in _state:
@@ -40,6 +48,8 @@ def kernels():
         digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:10]
         try:
             from torch.utils.cpp_extension import load
+
+            _ninja_on_path()
 
             mod = load(f"llmkit_qmatmul_{digest}", [str(SOURCE)], extra_cflags=_FLAGS, verbose=False)
         except Exception as e:  # no compiler / headers: the torch fallback still gives the same numbers
