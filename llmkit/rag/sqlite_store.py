@@ -202,7 +202,7 @@ class SQLiteStore(VectorStore):
 
     def replace_source(self, collection, source, file_hash, mtime, chunks, vectors) -> None:
         r = self._row(collection)
-        chunks, vectors = _dedupe(chunks, check_vectors(self._info(r), vectors, len(chunks)))
+        chunks, vectors = _dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
         with self._tx() as db:
             old = [x for (x,) in db.execute("SELECT rowid FROM chunks WHERE cid = ? AND source = ?", (r[0], source))]
             self._delete_rows(db, r[0], old)
@@ -214,7 +214,7 @@ class SQLiteStore(VectorStore):
 
     def upsert(self, collection, chunks, vectors) -> None:
         r = self._row(collection)
-        chunks, vectors = _dedupe(chunks, check_vectors(self._info(r), vectors, len(chunks)))
+        chunks, vectors = _dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
         with self._tx() as db:
             added, replaced = self._insert(db, r[0], chunks, vectors)
             gen = self._bump(db, r[0])
@@ -301,7 +301,7 @@ class SQLiteStore(VectorStore):
     def search(self, collection, vector, k=5, where=None, exact=False) -> list[Hit]:
         r = self._row(collection)
         cid, dim, gen = r[0], r[2], r[4]
-        q = check_vectors(self._info(r), vector)[0]
+        q = check_vectors(CollectionInfo(r[1], r[2], r[3]), vector)[0]
         f = parse(where)
         ids, mat = self._matrix(cid, gen)
         allowed = None
