@@ -91,7 +91,8 @@ def cmd_eval(a) -> None:
     from llmkit.rag.evaluate import markdown_table
 
     res = rag_eval(a.dataset, a.limit, a.answers, a.store, a.db)
-    print(f"{res['dataset']}: {res['questions']} questions over {res['passages']} passages")
+    print(f"{res['dataset']}: {res['questions']} questions over {res['passages']} passages "
+          f"({res['chunks']} chunks of <= 200 tokens)")
     print(markdown_table(res["retrieval"]), end="")
     if "answers" in res:
         r = res["answers"]

@@ -76,22 +76,24 @@ def rag_eval(dataset: str = "squad", limit: int | None = None, answers: int = 0,
              db: str | None = None, progress: bool = False) -> dict:
     """Retrieval recall@1/5/10 + MRR for dense, BM25, hybrid on SQuAD; EM/F1/groundedness on ``answers`` items."""
     from llmkit.core.errors import ConfigError
-    from llmkit.rag.evaluate import eval_answers, eval_retrieval, squad_items
+    from llmkit.rag.evaluate import chunk_passages, eval_answers, eval_retrieval, squad_items
 
     if dataset != "squad":
         raise ConfigError(f"unknown RAG eval dataset {dataset!r}",
                           "use squad (NQ-open has no passage corpus offline; see docs/rag.md)")
     passages, items = squad_items(limit)
     emb = cached_embedder()
+    chunks = chunk_passages(passages, emb.tokenizer)
     name = f"eval-squad-{len(passages)}"
     with open_store(store, db) as st:
         st.create_collection(name, emb.dim, emb.name)
-        if st.count(name) != len(passages):
-            st.upsert(name, passages, emb.embed([p.text for p in passages]))
+        if st.count(name) != len(chunks):
+            st.delete(name, where={"passage": {"$ne": ""}})
+            st.upsert(name, chunks, emb.embed([c.text for c in chunks]))
             st.prepare(name)
         retriever = Retriever(st, name, emb)
         configs = {m: RetrievalConfig(mode=m) for m in ("dense", "bm25", "hybrid")}
-        out = {"dataset": dataset, "questions": len(items), "passages": len(passages),
+        out = {"dataset": dataset, "questions": len(items), "passages": len(passages), "chunks": len(chunks),
                "retrieval": eval_retrieval(retriever, items, configs)}
         if answers:
             from llmkit.rag.llm import load_llm

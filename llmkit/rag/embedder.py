@@ -7,6 +7,7 @@ compute on CPU), then restores the caller's order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +21,23 @@ from llmkit.core.errors import ModelNotFoundError
 from llmkit.model.bert import BertConfig, BertEncoder, l2_normalize, load_hf_state_dict, mean_pool
 
 DEFAULT_EMBEDDER = "minilm"
+# Below this many tokens per call (a query, a few chunks) one thread is faster: splitting a (1, T)
+# matmul across threads costs more in synchronisation than it saves, and on a busy machine a
+# thread waiting for its descheduled sibling turned a 10 ms query into seconds (measured).
+SMALL_CALL = 2048
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass
@@ -57,6 +75,11 @@ class Embedder:
         if not texts:
             return out
         ids = self.encode_ids(texts)
+        with _threads(1 if sum(len(x) for x in ids) < SMALL_CALL else None):
+            self._run(ids, out, batch_size, progress)
+        return out
+
+    def _run(self, ids: list[list[int]], out: np.ndarray, batch_size: int, progress) -> None:
         for group in self.batches([len(x) for x in ids], batch_size):
             T = len(ids[group[0]])
             batch = torch.zeros(len(group), T, dtype=torch.long)  # pad id 0 = [PAD]
@@ -68,7 +91,6 @@ class Embedder:
             out[group] = l2_normalize(mean_pool(hidden, mask)).numpy()
             if progress:
                 progress(len(group))
-        return out
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]

@@ -36,9 +36,24 @@ def squad_items(limit: int | None = None) -> tuple[list[Chunk], list[QA]]:
         assert m, "unexpected SQuAD request layout"
         text, question = m.group(1).strip(), m.group(2).strip()
         cid = chunk_id(doc["title"], text)
-        passages.setdefault(cid, Chunk(cid, text, {"source": doc["title"], "title": doc["title"]}))
+        passages.setdefault(cid, Chunk(cid, text, {"source": doc["title"], "title": doc["title"], "passage": cid}))
         items.append(QA(question, list(dict.fromkeys(doc["answers_text"])), cid))
     return list(passages.values()), items
+
+
+def chunk_passages(passages: Sequence[Chunk], tokenizer, size: int = 200, overlap: int = 32) -> list[Chunk]:
+    """Split passages longer than the embedder's window (MiniLM truncates at 256 tokens) into
+    token-sized chunks, as a real ingest would; each keeps its passage id in metadata."""
+    from llmkit.rag.loaders import Document
+    from llmkit.rag.splitters import SplitConfig, split_documents
+
+    docs = [Document(p.text, dict(p.metadata, source=f"{p.metadata['source']}/{p.id}")) for p in passages]
+    return split_documents(docs, SplitConfig("tokens", size, overlap), tokenizer)
+
+
+def passage_ranking(hits) -> list[str]:
+    """Distinct passage ids in rank order (several chunks of one passage count once)."""
+    return list(dict.fromkeys(h.metadata.get("passage", h.id) for h in hits))
 
 
 def rank_of(gold: str, ranked: Sequence[str]) -> int | None:
@@ -63,8 +78,8 @@ def eval_retrieval(retriever, items: Sequence[QA], configs: dict, k: int = max(K
 
     out = {}
     for name, cfg in configs.items():
-        cfg = replace(cfg, k=max(k, cfg.k))
-        ranks = [rank_of(it.gold, [h.id for h in retriever.retrieve(it.question, cfg)]) for it in items]
+        cfg = replace(cfg, k=3 * max(k, cfg.k))  # chunks; deduplicated to passages below
+        ranks = [rank_of(it.gold, passage_ranking(retriever.retrieve(it.question, cfg))[:k]) for it in items]
         out[name] = retrieval_metrics(ranks)
     return out
 

@@ -133,7 +133,8 @@ class Pipeline:
         if not cited_numbers(text, len(hits)):
             # small models often skip the [n] markers: attach them where a source clearly supports a sentence
             marked = attribute(text, [h.text for h in hits])
-            attributed, text = marked != text, marked
+            if cited_numbers(marked, len(hits)):  # only when a source really supports a sentence
+                attributed, text = True, marked
         return Answer(text, standalone, hits, citations_for(hits), cited_numbers(text, len(hits)), attributed)
 
     def _refine(self, q: str, hits: list[Hit], on_token) -> str:

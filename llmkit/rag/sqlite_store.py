@@ -42,6 +42,15 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
+def _dedupe(chunks: Sequence, vectors: np.ndarray) -> tuple[list, np.ndarray]:
+    """The same id twice in one write: the last one wins (as two upserts in a row would)."""
+    last = {c.id: i for i, c in enumerate(chunks)}
+    if len(last) == len(chunks):
+        return list(chunks), vectors
+    keep = sorted(last.values())
+    return [chunks[i] for i in keep], vectors[keep]
+
+
 def _meta_column(key: str) -> str:
     return f"json_extract(c.metadata, '$.\"{key}\"')"  # keys are validated to [A-Za-z0-9_.-] by filters
 
@@ -139,31 +148,39 @@ class SQLiteStore(VectorStore):
         cid = self._row(collection)[0]
         return dict(self.db.execute("SELECT source, hash FROM documents WHERE cid = ?", (cid,)).fetchall())
 
+    def _rowids(self, db, cid: int, ids: Sequence[str]) -> dict[str, int]:
+        out = {}
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            out.update(db.execute(f"SELECT id, rowid FROM chunks WHERE cid = ? AND id IN ({','.join('?' * len(part))})",
+                                  [cid, *part]).fetchall())
+        return out
+
     def _insert(self, db, cid: int, chunks: Sequence, vectors: np.ndarray) -> tuple[list[int], list[int]]:
-        """Upsert rows; returns (rowids written, rowids whose old vector must leave the index)."""
-        written, replaced = [], []
-        for ch, vec in zip(chunks, vectors):
-            meta = json.dumps(ch.metadata, ensure_ascii=False, default=str)
-            old = db.execute("SELECT rowid FROM chunks WHERE cid = ? AND id = ?", (cid, ch.id)).fetchone()
-            if old:
-                db.execute("UPDATE chunks SET text = ?, metadata = ?, vector = ?, source = ? WHERE rowid = ?",
-                           (ch.text, meta, vec.tobytes(), ch.metadata.get("source", ""), old[0]))
-                db.execute(f"DELETE FROM fts_{cid} WHERE rowid = ?", (old[0],))
-                rowid = old[0]
-                replaced.append(rowid)
-            else:
-                rowid = db.execute("INSERT INTO chunks(cid, id, source, text, metadata, vector) VALUES (?,?,?,?,?,?)",
-                                   (cid, ch.id, ch.metadata.get("source", ""), ch.text, meta, vec.tobytes())).lastrowid
-            db.execute(f"INSERT INTO fts_{cid}(rowid, text) VALUES (?, ?)", (rowid, ch.text))
-            written.append(rowid)
-        return written, replaced
+        """Upsert rows in bulk; returns (rowids written in chunk order, rowids that existed before)."""
+        old = self._rowids(db, cid, [c.id for c in chunks])
+        rows = [(ch.text, json.dumps(ch.metadata, ensure_ascii=False, default=str), vec.tobytes(),
+                 ch.metadata.get("source", ""), cid, ch.id) for ch, vec in zip(chunks, vectors)]
+        db.executemany("UPDATE chunks SET text = ?, metadata = ?, vector = ?, source = ? WHERE cid = ? AND id = ?",
+                       [r for r in rows if r[5] in old])
+        db.executemany("INSERT INTO chunks(text, metadata, vector, source, cid, id) VALUES (?,?,?,?,?,?)",
+                       [r for r in rows if r[5] not in old])
+        rowid = self._rowids(db, cid, [c.id for c in chunks])
+        replaced = list(old.values())
+        self._delete_fts(db, cid, replaced)
+        db.executemany(f"INSERT INTO fts_{cid}(rowid, text) VALUES (?, ?)", [(rowid[c.id], c.text) for c in chunks])
+        return [rowid[c.id] for c in chunks], replaced
+
+    def _delete_fts(self, db, cid: int, rowids: list[int]) -> None:
+        for i in range(0, len(rowids), 500):
+            part = rowids[i:i + 500]
+            db.execute(f"DELETE FROM fts_{cid} WHERE rowid IN ({','.join('?' * len(part))})", part)
 
     def _delete_rows(self, db, cid: int, rowids: list[int]) -> None:
         for i in range(0, len(rowids), 500):
             part = rowids[i:i + 500]
-            marks = ",".join("?" * len(part))
-            db.execute(f"DELETE FROM chunks WHERE rowid IN ({marks})", part)
-            db.execute(f"DELETE FROM fts_{cid} WHERE rowid IN ({marks})", part)
+            db.execute(f"DELETE FROM chunks WHERE rowid IN ({','.join('?' * len(part))})", part)
+        self._delete_fts(db, cid, rowids)
 
     def _bump(self, db, cid: int) -> int:
         db.execute("UPDATE collections SET generation = generation + 1 WHERE id = ?", (cid,))
@@ -185,7 +202,7 @@ class SQLiteStore(VectorStore):
 
     def replace_source(self, collection, source, file_hash, mtime, chunks, vectors) -> None:
         r = self._row(collection)
-        vectors = check_vectors(self._info(r), vectors, len(chunks))
+        chunks, vectors = _dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
         with self._tx() as db:
             old = [x for (x,) in db.execute("SELECT rowid FROM chunks WHERE cid = ? AND source = ?", (r[0], source))]
             self._delete_rows(db, r[0], old)
@@ -197,7 +214,7 @@ class SQLiteStore(VectorStore):
 
     def upsert(self, collection, chunks, vectors) -> None:
         r = self._row(collection)
-        vectors = check_vectors(self._info(r), vectors, len(chunks))
+        chunks, vectors = _dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
         with self._tx() as db:
             added, replaced = self._insert(db, r[0], chunks, vectors)
             gen = self._bump(db, r[0])
@@ -284,7 +301,7 @@ class SQLiteStore(VectorStore):
     def search(self, collection, vector, k=5, where=None, exact=False) -> list[Hit]:
         r = self._row(collection)
         cid, dim, gen = r[0], r[2], r[4]
-        q = check_vectors(self._info(r), vector)[0]
+        q = check_vectors(CollectionInfo(r[1], r[2], r[3]), vector)[0]
         f = parse(where)
         ids, mat = self._matrix(cid, gen)
         allowed = None

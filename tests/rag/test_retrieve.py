@@ -140,3 +140,10 @@ def test_pipeline_attributes_when_model_forgets_citations(retriever):
     retriever.llm = llm
     ans = Pipeline(retriever, llm).answer("What is the capital of France?", RetrievalConfig(k=2))
     assert ans.attributed and ans.cited == [1] and ans.text.endswith("[1].")
+
+
+def test_pipeline_does_not_claim_attribution_without_support(retriever):
+    llm = FakeLLM(reply="Something unrelated.\nAbout nothing here.")
+    retriever.llm = llm
+    ans = Pipeline(retriever, llm).answer("What is the capital of France?", RetrievalConfig(k=2))
+    assert not ans.attributed and ans.cited == [] and ans.text == "Something unrelated.\nAbout nothing here."

@@ -155,3 +155,11 @@ def test_list_and_drop(store, tmp_path):
     store.drop_collection("c")
     assert [c.name for c in store.list_collections()] == ["d"]
     random.seed(0)
+
+
+def test_same_id_twice_in_one_write_keeps_the_last(store):
+    rng = np.random.default_rng(6)
+    a, b = Chunk("x", "first", {"source": "s"}), Chunk("x", "second", {"source": "s"})
+    store.upsert("c", [a, b], unit(rng, 2))
+    assert store.count("c") == 1 and store.get("c", ["x"])[0].text == "second"
+    assert [h.id for h in store.search_bm25("c", "second")] == ["x"] and store.search_bm25("c", "first") == []
