@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from common import best_time  # bench/common.py (scripts run from bench/ or the repo root)
+from common import best_time, hf_chat_runner  # bench/common.py (scripts run from bench/ or the repo root)
 
 PROMPTS = [
     "What is the capital of France?",
@@ -52,28 +52,7 @@ def llmkit_side(batch: int, tokens: int, repeats: int):
 
 
 def hf_side(batch: int, tokens: int, repeats: int, cache: dict):
-    import transformers
-
-    from llmkit.core.assets import asset_path
-
-    if "model" not in cache:
-        path = asset_path("smollm2")
-        t = time.perf_counter()
-        tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                                  dtype=torch.float32).eval()
-        cache.update(model=model, tok=tok, load=time.perf_counter() - t)
-    model, tok = cache["model"], cache["tok"]
-    tok.padding_side = "left"
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in PROMPTS[:batch]]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-
-    def run(n):
-        with torch.inference_mode():
-            return model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                  pad_token_id=tok.pad_token_id)
-
+    run, enc = hf_chat_runner(PROMPTS[:batch], cache)
     run(4)
     t1, tn = best_time(lambda: run(1), repeats), best_time(lambda: run(tokens), repeats)
     out = run(tokens)[0, enc["input_ids"].shape[1]:].tolist()

@@ -21,7 +21,7 @@ import time
 import warnings
 
 import torch
-from common import best_time  # bench/common.py
+from common import best_time, hf_chat_runner  # bench/common.py
 
 from generate import PROMPTS  # bench/generate.py: the same prompts
 
@@ -70,26 +70,7 @@ def decode_speeds(models: dict, batch: int, tokens: int, repeats: int, hf_run=No
 
 def hf_runner(batch: int, cache: dict):
     """transformers `generate` on the packaged GGUF in fp32 (same prompts), as run(n)."""
-    import transformers
-
-    from llmkit.core.assets import asset_path
-
-    if "model" not in cache:
-        path = asset_path("smollm2")
-        cache["tok"] = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        cache["model"] = transformers.AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    model, tok = cache["model"], cache["tok"]
-    tok.padding_side = "left"
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in PROMPTS[:batch]]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-
-    def run(n):
-        with torch.inference_mode():
-            return model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                  pad_token_id=tok.pad_token_id)
-    return run
+    return hf_chat_runner(PROMPTS[:batch], cache)[0]
 
 
 def perplexity_as_decoded(lm, ids: list[int], max_tokens: int) -> float:
