@@ -121,7 +121,7 @@ def compare(name, texts, metas, vecs, queries, filters):
 
 
 def squad_set(limit: int):
-    from llmkit.rag.embedder import load_embedder
+    from llmkit.generate.embed import load_embedder
     from llmkit.rag.evaluate import squad_items
 
     passages, items = squad_items(limit)

@@ -11,14 +11,15 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
     cfg = ServeConfig(host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch, max_queue=a.max_queue,
                       max_n=a.max_n, max_body_bytes=a.max_body_bytes, cors_origins=a.cors_origin,
-                      served_name=a.served_name, chat_template=a.template)
+                      served_name=a.served_name, chat_template=a.template,
+                      embedder=None if a.embedder == "none" else a.embedder)
     serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level)
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server with continuous batching and a chat page",
                        description="Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, "
-                                   "/v1/models, /tokenize, /metrics, ...) with a web chat page at /.")
+                                   "/v1/models, /v1/embeddings, /tokenize, /metrics, ...) with a web chat page at /.")
     p.add_argument("--model", "-m", default="smollm2",
                    help="packaged name, .gguf file, llmkit checkpoint or HF directory (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
@@ -31,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; * for any)")
     p.add_argument("--served-name", default=None, help="model id clients send (default: the model's name)")
     p.add_argument("--template", default=None, help="override the chat template: chatml, llama3 or alpaca")
+    p.add_argument("--embedder", default="minilm",
+                   help="model for /v1/embeddings, loaded on first use: minilm (the packaged all-MiniLM-L6-v2), "
+                        "a sentence-transformers BERT directory, or none (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default %(default)s)")

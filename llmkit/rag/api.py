@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Callable, Sequence
 
+from llmkit.generate.embed import cached_embedder
 from llmkit.rag.ingest import IngestReport, ingest
 from llmkit.rag.pipeline import Answer, Pipeline
 from llmkit.rag.retrieve import RetrievalConfig, Retriever
@@ -13,14 +13,6 @@ from llmkit.rag.splitters import SplitConfig
 from llmkit.rag.store import CollectionInfo, Hit, open_store
 
 DEFAULT_COLLECTION = "docs"
-
-
-@functools.lru_cache(maxsize=2)
-def cached_embedder(spec: str = "minilm"):
-    """One embedder per process: loading is cheap, but not free, and weights are read-only."""
-    from llmkit.rag.embedder import load_embedder
-
-    return load_embedder(spec)
 
 
 def rag_ingest(path: str | os.PathLike, collection: str = DEFAULT_COLLECTION, store: str = "sqlite",

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from llmkit.formats.loader import LoadedModel
-from llmkit.serve import chat, completions, errors, routes
+from llmkit.serve import chat, completions, embeddings, errors, routes
 from llmkit.serve.state import ServeConfig, ServerState
 
 OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # reachable without the API key (the page asks for it)
@@ -101,6 +101,8 @@ def _endpoint(path: str) -> str:
 def create_app(lm: LoadedModel, config: ServeConfig | None = None, spec: str | None = None) -> FastAPI:
     config = config or ServeConfig()
     state = ServerState(lm, config, spec)
+    if config.embedder:
+        state.embeddings = embeddings.EmbeddingService(config.embedder)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -112,7 +114,7 @@ def create_app(lm: LoadedModel, config: ServeConfig | None = None, spec: str | N
                   description="OpenAI-compatible API over an llmkit model.")
     app.state.llmkit = state
     errors.install(app, config.retry_after_s)
-    for r in (completions.router, chat.router, routes.router):
+    for r in (completions.router, chat.router, embeddings.router, routes.router):
         app.include_router(r)
     app.add_middleware(GuardMiddleware, state=state)
     if config.cors_origins:  # outermost, so preflight answers come before the key check

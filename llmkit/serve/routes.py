@@ -7,17 +7,11 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from llmkit.core.errors import LLMKitError
 from llmkit.serve.chat import chat_messages
 from llmkit.serve.schema import ERROR_RESPONSES, DetokenizeRequest, TokenizeRequest
 from llmkit.serve.state import ServerState
 
 router = APIRouter(responses=ERROR_RESPONSES)
-
-
-class EmbeddingsUnavailable(LLMKitError):
-    status = 404
-    code = "embeddings_not_configured"
 
 
 def _state(request: Request) -> ServerState:
@@ -27,8 +21,10 @@ def _state(request: Request) -> ServerState:
 @router.get("/v1/models")
 async def models(request: Request):
     s = _state(request)
-    return {"object": "list", "data": [{"id": s.model_id, "object": "model", "created": 0, "owned_by": "llmkit",
-                                        "max_model_len": s.context}]}
+    data = [{"id": s.model_id, "object": "model", "created": 0, "owned_by": "llmkit", "max_model_len": s.context}]
+    if s.embeddings is not None:  # listed second: clients that take data[0] get the chat model
+        data.append({"id": s.embeddings.model_id, "object": "model", "created": 0, "owned_by": "llmkit"})
+    return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model_id:path}")
@@ -74,14 +70,6 @@ async def tokenizer_info(request: Request):
             "max_model_len": s.context, "eos_token": name(tok.eos_id), "bos_token": name(tok.bos_id),
             "pad_token": name(tok.pad_id), "chat_template": s.template.source,
             "special_tokens": tok.special_tokens}
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request):
-    s = _state(request)
-    if s.embeddings is None:  # hook: the RAG layer installs state.embeddings = callable(texts) -> vectors
-        raise EmbeddingsUnavailable("this server has no embedding model", "start it with an embedder (RAG)")
-    return await s.embeddings(request)
 
 
 @router.get("/health")

@@ -38,6 +38,7 @@ class ServeConfig:
     served_name: str | None = None  # the model id clients send; defaults to the model's name
     chat_template: str | None = None  # override: chatml, llama3, alpaca
     retry_after_s: int = 1
+    embedder: str | None = "minilm"  # /v1/embeddings model (loaded on first use); None: no embeddings endpoint
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -62,7 +63,7 @@ class ServerState:
         self.aliases = {self.model_id, lm.name, lm.source, str(lm.path)} | ({spec} if spec else set())
         self.context = lm.model.cfg.max_seq_len
         self.metrics = _metrics(self.scheduler)
-        self.embeddings = None  # hook: the RAG layer sets a callable texts -> list[list[float]]
+        self.embeddings = None  # an EmbeddingService when config.embedder is set (see app.create_app)
 
     def check_model(self, name: str) -> None:
         if name not in self.aliases:

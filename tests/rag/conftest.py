@@ -5,6 +5,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def embedder():
-    from llmkit.rag.embedder import load_embedder
+    from llmkit.generate.embed import load_embedder
 
     return load_embedder()  # the packaged asset: missing is a failure (make test installs it)

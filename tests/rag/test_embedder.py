@@ -66,7 +66,7 @@ def test_similar_texts_are_closer(embedder):
 
 def test_bad_embedder_path(tmp_path):
     from llmkit.core.errors import ModelNotFoundError
-    from llmkit.rag.embedder import load_embedder
+    from llmkit.generate.embed import load_embedder
 
     with pytest.raises(ModelNotFoundError, match="config.json"):
         load_embedder(tmp_path)

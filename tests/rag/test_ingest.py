@@ -68,7 +68,7 @@ def test_sigkill_mid_ingest_then_rerun(tmp_path, embedder):
     docs, db_path = tmp_path / "docs", tmp_path / "s.sqlite"
     write_corpus(docs, 60)
     script = textwrap.dedent(f"""
-        from llmkit.rag.embedder import load_embedder
+        from llmkit.generate.embed import load_embedder
         from llmkit.rag.ingest import ingest
         from llmkit.rag.sqlite_store import SQLiteStore
         ingest({str(docs)!r}, SQLiteStore({str(db_path)!r}), "c", load_embedder())

@@ -206,8 +206,9 @@ def test_client_disconnect_cancels_and_frees_the_slot(client, live):
     assert live.state.scheduler.stats.cancelled == before + 1
 
 
-def test_metrics_are_prometheus_text(client):
+def test_metrics_are_prometheus_text(client, live):
     complete(client, prompt="Hi")
+    wait_idle(live)  # the slot is freed just after the last byte is sent
     text = client.get("/metrics").text
     assert '# TYPE llmkit_requests_total counter' in text
     assert 'llmkit_requests_total{endpoint="/v1/completions",status="200"}' in text

@@ -59,7 +59,7 @@ def test_openai_async_chat_and_completions(live_keyed):
 
     chat, comp, streamed, models = asyncio.run(main())
     assert streamed == chat.choices[0].message.content and comp.choices[0].text
-    assert [m.id for m in models.data] == ["smollm2"]
+    assert [m.id for m in models.data] == ["smollm2", "all-MiniLM-L6-v2"]
 
 
 def test_langchain_chat_openai_invoke_and_stream(live_keyed):

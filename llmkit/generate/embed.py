@@ -8,6 +8,7 @@ compute on CPU), then restores the caller's order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -67,19 +68,22 @@ class Embedder:
             cur.append(i)
         return groups + ([cur] if cur else [])
 
-    @torch.inference_mode()
     def embed(self, texts: Sequence[str], batch_size: int = 64,
               progress: Callable[[int], None] | None = None) -> np.ndarray:
         """(N,) strings -> (N, dim) float32 unit vectors, in input order."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        ids = self.encode_ids(texts)
-        with _threads(1 if sum(len(x) for x in ids) < SMALL_CALL else None):
-            self._run(ids, out, batch_size, progress)
+        return self.embed_ids(self.encode_ids(texts) if len(texts) else [], batch_size, progress)
+
+    @torch.inference_mode()
+    def embed_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """(N,) WordPiece id lists (with [CLS] ... [SEP]) -> (N, dim) float32 unit vectors, in input order."""
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if len(ids):
+            with _threads(1 if sum(len(x) for x in ids) < SMALL_CALL else None):
+                self._run(ids, out, batch_size, progress)
         return out
 
-    def _run(self, ids: list[list[int]], out: np.ndarray, batch_size: int, progress) -> None:
+    def _run(self, ids: Sequence[Sequence[int]], out: np.ndarray, batch_size: int, progress) -> None:
         for group in self.batches([len(x) for x in ids], batch_size):
             T = len(ids[group[0]])
             batch = torch.zeros(len(group), T, dtype=torch.long)  # pad id 0 = [PAD]
@@ -124,3 +128,9 @@ def load_embedder(spec: str | os.PathLike = DEFAULT_EMBEDDER) -> Embedder:
     tok.enable_truncation(max_length)
     name = DEFAULT_EMBEDDER if str(spec) == DEFAULT_EMBEDDER else str(path.resolve())  # reloadable by name
     return Embedder(model, tok, name, max_length)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_embedder(spec: str = DEFAULT_EMBEDDER) -> Embedder:
+    """One embedder per process and spec: loading is cheap but not free, and the weights are read-only."""
+    return load_embedder(spec)
