@@ -16,7 +16,8 @@ run arc_challenge-0 0 arc_challenge
 run piqa-0 0 piqa
 run winogrande-0 0 winogrande
 run mmlu-0 0 mmlu
-run hellaswag-0 0 hellaswag
 run mmlu-5 5 mmlu
 run gsm8k-5 5 gsm8k
+run hellaswag-0 0 hellaswag
+run mmlu_cloze-0 0 mmlu_cloze
 echo "== done $(date -u +%H:%M:%S)"
