@@ -340,8 +340,9 @@ def load_task(name: str) -> Task:
     packaged = packaged_yaml_tasks()
     if name in packaged:
         return load_yaml_task(packaged[name])
-    shown = [n for n in list_tasks() if not n.startswith("mmlu_")]
+    shown = [n for n in list_tasks() if not n.startswith("mmlu_") or n == "mmlu_cloze"]
     raise ConfigError(
         f"unknown task {name!r}",
-        f"choose from: {', '.join(shown)}, mmlu_<subject> (57 subjects), or a path to a task .yaml",
+        f"choose from: {', '.join(shown)}, mmlu_<subject> or mmlu_cloze_<subject> (57 subjects), "
+        "or a path to a task .yaml",
     )
