@@ -11,8 +11,11 @@ def _store_args(p: argparse.ArgumentParser, collection: bool = True) -> None:
     if collection:
         p.add_argument("--collection", "-c", default="docs", help="collection name (default %(default)s)")
     p.add_argument("--store", default="sqlite", choices=["sqlite", "postgres"],
-                   help="store backend (default %(default)s: one SQLite file + HNSW index)")
-    p.add_argument("--db", default=None, help="SQLite file (default $LLMKIT_RAG_STORE or ~/.cache/llmkit/rag/store.sqlite)")
+                   help="store backend (default %(default)s: one SQLite file + HNSW index; postgres: pgvector HNSW + "
+                        "tsvector BM25)")
+    p.add_argument("--db", default=None, help="SQLite file (default $LLMKIT_RAG_STORE or ~/.cache/llmkit/rag/store.sqlite), or with "
+                        "--store postgres a DSN (default $LLMKIT_PG_DSN, else an embedded PostgreSQL + pgvector "
+                        "server in ~/.cache/llmkit/rag/pgdata, started on demand)")
 
 
 def _retrieval_args(p: argparse.ArgumentParser, k: int) -> None:

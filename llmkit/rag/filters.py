@@ -109,37 +109,49 @@ def matches(f: dict | None, meta: dict) -> bool:
     return True
 
 
-def to_sql(f: dict | None, column: Callable[[str], str]) -> tuple[str, list]:
-    """(SQL boolean expression, params). ``column(key)`` gives the SQL for a metadata key's value."""
+def to_sql(f: dict | None, column: Callable[[str], str], mark: str = "?",
+           is_text: Callable[[str], str] = lambda e: f"typeof({e}) = 'text'",
+           value: Callable[[Any], Any] | None = None) -> tuple[str, list]:
+    """(SQL boolean expression, params). ``column(key)`` gives the SQL for a metadata key's value.
+
+    The defaults are SQLite's (``?`` params, ``typeof``); PostgreSQL passes ``%s::jsonb`` marks,
+    ``jsonb_typeof`` and JSON-encoded values, so both stores keep ``matches()``'s semantics.
+    """
+    value = value or _sql_value
     if not f:
-        return "1", []
+        return "1 = 1", []
     parts, params = [], []
     for key, val in f.items():
         if key in ("$and", "$or"):
-            subs = [to_sql(s, column) for s in val]
+            subs = [to_sql(s, column, mark, is_text, value) for s in val]
             parts.append("(" + f" {key[1:].upper()} ".join(s for s, _ in subs) + ")")
             params += [p for _, ps in subs for p in ps]
         elif key == "$not":
-            s, ps = to_sql(val, column)
+            s, ps = to_sql(val, column, mark, is_text, value)
             parts.append(f"(NOT {s})")
             params += ps
         else:
             col = column(key)
             for op, arg in (val if isinstance(val, dict) else {"$eq": val}).items():
                 if op in ("$in", "$nin"):
-                    marks = ",".join("?" * len(arg))
+                    marks = ",".join([mark] * len(arg))
                     # NOT IN must hold for rows without the key (NULL), like matches()
                     parts.append(f"({col} IN ({marks}))" if op == "$in" else f"({col} IS NULL OR {col} NOT IN ({marks}))")
-                    params += [_sql_value(a) for a in arg]
+                    params += [value(a) for a in arg]
                 elif op == "$ne":
-                    parts.append(f"({col} IS NULL OR (typeof({col}) = 'text') != (typeof(?) = 'text') OR {col} != ?)")
-                    params += [_sql_value(arg), _sql_value(arg)]
+                    parts.append(f"({col} IS NULL OR ({is_text(col)}) != ({is_text(mark)}) OR {col} != {mark})")
+                    params += [value(arg), value(arg)]
                 else:
                     # same-type only, as in matches(): no cross-type ordering surprises
-                    parts.append(f"({col} {COMPARE[op]} ? AND (typeof({col}) = 'text') = (typeof(?) = 'text'))")
-                    params += [_sql_value(arg), _sql_value(arg)]
+                    parts.append(f"({col} {COMPARE[op]} {mark} AND ({is_text(col)}) = ({is_text(mark)}))")
+                    params += [value(arg), value(arg)]
     return "(" + " AND ".join(parts) + ")", params
 
 
 def _sql_value(v: Any) -> Any:
     return int(v) if isinstance(v, bool) else v  # json_extract gives 1/0 for true/false
+
+
+def json_value(v: Any) -> str:
+    """A filter value as the JSON text PostgreSQL compares with jsonb (booleans as 1/0, as above)."""
+    return json.dumps(_sql_value(v))

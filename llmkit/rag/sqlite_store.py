@@ -20,8 +20,8 @@ import numpy as np
 
 from llmkit.rag.ann import HNSWIndex, exact_topk
 from llmkit.rag.filters import parse, to_sql
-from llmkit.rag.store import (CollectionInfo, CollectionNotFoundError, DimensionMismatchError, Hit, VectorStore,
-                              check_vectors)
+from llmkit.rag.store import (CollectionInfo, Hit, VectorStore, check_same_collection, check_vectors,
+                              missing_collection)
 
 MIGRATIONS = [  # applied in order; PRAGMA user_version = how many have run
     """CREATE TABLE collections(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,
@@ -93,9 +93,7 @@ class SQLiteStore(VectorStore):
                             (name,)).fetchone()
         if r is None:
             names = [n for (n,) in self.db.execute("SELECT name FROM collections ORDER BY name")]
-            raise CollectionNotFoundError(f"collection {name!r} does not exist in {self.path}",
-                                          f"existing: {', '.join(names)}" if names else
-                                          "create it with `llmkit rag ingest PATH --collection NAME`")
+            raise missing_collection(name, str(self.path), names)
         return r
 
     def _info(self, r) -> CollectionInfo:
@@ -112,10 +110,7 @@ class SQLiteStore(VectorStore):
                                  (name, dim, embedder, time.time()))
                 db.execute(f"CREATE VIRTUAL TABLE fts_{cur.lastrowid} USING fts5(text, tokenize='porter unicode61')")
                 r = (cur.lastrowid, name, dim, embedder, 0)
-        if r[2] != dim or r[3] != embedder:
-            raise DimensionMismatchError(
-                f"collection {name!r} holds {r[2]}-d vectors from {r[3]!r}, not {dim}-d from {embedder!r}",
-                f"use --embedder {r[3]} or another --collection")
+        check_same_collection(r, name, dim, embedder)
         return self._info(r)
 
     def collection(self, name: str) -> CollectionInfo:

@@ -123,6 +123,20 @@ class VectorStore(ABC):
         self.close()
 
 
+def missing_collection(name: str, where: str, existing: Sequence[str], store_flag: str = "") -> CollectionNotFoundError:
+    return CollectionNotFoundError(f"collection {name!r} does not exist in {where}",
+                                   f"existing: {', '.join(existing)}" if existing else
+                                   f"create it with `llmkit rag ingest PATH{store_flag} --collection NAME`")
+
+
+def check_same_collection(row, name: str, dim: int, embedder: str) -> None:
+    """``row`` = (id, name, dim, embedder, ...) of an existing collection asked for again with (dim, embedder)."""
+    if row[2] != dim or row[3] != embedder:
+        raise DimensionMismatchError(
+            f"collection {name!r} holds {row[2]}-d vectors from {row[3]!r}, not {dim}-d from {embedder!r}",
+            f"use --embedder {row[3]} or another --collection")
+
+
 def check_vectors(info: CollectionInfo, vectors: np.ndarray, n: int | None = None) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:
@@ -144,11 +158,13 @@ def default_store_path() -> Path:
 
 
 def open_store(kind: str = "sqlite", path: str | os.PathLike | None = None) -> VectorStore:
-    """``sqlite`` (a file path; default ``default_store_path()``) or ``postgres`` (a DSN)."""
+    """``sqlite`` (a file path; default ``default_store_path()``) or ``postgres`` (a DSN; default ``default_dsn()``)."""
     if kind == "sqlite":
         from llmkit.rag.sqlite_store import SQLiteStore
 
         return SQLiteStore(path or default_store_path())
     if kind == "postgres":
-        raise ConfigError("the postgres store is not available in this build", "use --store sqlite")
+        from llmkit.rag.pg_store import PostgresStore
+
+        return PostgresStore(str(path) if path else None)
     raise ConfigError(f"unknown store {kind!r}", "use --store sqlite or --store postgres")

@@ -1,6 +1,5 @@
 """The `llmkit quantize` verb: writes a runnable checkpoint, a report, and one-line errors."""
 
-import pytest
 import torch
 
 from llmkit.cli.main import main

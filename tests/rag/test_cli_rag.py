@@ -69,7 +69,7 @@ def test_one_line_errors(db, tmp_path):
     assert_one_line_error(run("rag", "query", "x", "-c", "notes", "--db", str(db), "--where", '{"a": {"$re": 1}}'),
                           "$re")
     assert_one_line_error(run("rag", "ingest", str(tmp_path / "missing"), "--db", str(db)), "does not exist")
-    assert_one_line_error(run("rag", "query", "x", "--store", "postgres", "--db", str(db)), "postgres")
+    assert_one_line_error(run("rag", "query", "x", "--store", "postgres", "--db", str(db)), "not a PostgreSQL DSN")
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ from llmkit.rag.ingest import ingest
 from llmkit.rag.splitters import SplitConfig
 from llmkit.rag.sqlite_store import SQLiteStore
 
+from .conftest import fresh_pg_store
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,11 +27,12 @@ def write_corpus(root: Path, n: int) -> None:
                                            f"## Details\n\nMore words about item {i} and its neighbours.\n")
 
 
-def test_reingest_is_idempotent_and_replaces_changed(tmp_path, embedder):
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_reingest_is_idempotent_and_replaces_changed(kind, tmp_path, embedder, request):
     docs = tmp_path / "docs"
     write_corpus(docs, 4)
     (docs / "bad.txt").write_bytes(b"\x00\xffbinary")
-    store = SQLiteStore(tmp_path / "s.sqlite")
+    store = SQLiteStore(tmp_path / "s.sqlite") if kind == "sqlite" else fresh_pg_store(request.getfixturevalue("pg_dsn"))
     rep = ingest(docs, store, "c", embedder)
     assert len(rep.added) == 4 and [os.path.basename(p) for p, _ in rep.skipped] == ["bad.txt"]
     n = store.count("c")

@@ -8,6 +8,8 @@ from llmkit.rag.pipeline import Pipeline, cited_numbers, fit_hits, format_source
 from llmkit.rag.retrieve import RetrievalConfig, Retriever, fuse, mmr, multi_queries, rrf
 from llmkit.rag.splitters import Chunk
 from llmkit.rag.sqlite_store import SQLiteStore
+
+from .conftest import fresh_pg_store
 from llmkit.rag.store import Hit
 
 CORPUS = [
@@ -51,9 +53,10 @@ def test_config_errors():
         RetrievalConfig(transform="hide")
 
 
-@pytest.fixture
-def retriever(tmp_path, embedder):
-    store = SQLiteStore(tmp_path / "r.sqlite")
+@pytest.fixture(params=["sqlite", "postgres"])
+def retriever(request, tmp_path, embedder):
+    store = SQLiteStore(tmp_path / "r.sqlite") if request.param == "sqlite" else \
+        fresh_pg_store(request.getfixturevalue("pg_dsn"))
     store.create_collection("c", embedder.dim, embedder.name)
     chunks = [Chunk(i, t, {"source": f"{i}.md", "topic": topic, "headings": i.upper()}) for i, t, topic in CORPUS]
     store.upsert("c", chunks, embedder.embed([c.text for c in chunks]))

@@ -1,4 +1,5 @@
-"""The SQLite store: CRUD, filters (SQL vs the Python oracle), dense vs exact, BM25, index staleness."""
+"""Both stores (SQLite, PostgreSQL + pgvector): CRUD, filters (SQL vs the Python oracle), dense vs exact, BM25,
+index staleness."""
 
 import json
 import random
@@ -10,6 +11,8 @@ from llmkit.rag.filters import FilterError, matches, parse, to_sql
 from llmkit.rag.splitters import Chunk
 from llmkit.rag.sqlite_store import SQLiteStore, fts_query
 from llmkit.rag.store import CollectionNotFoundError, DimensionMismatchError
+
+from .conftest import fresh_pg_store
 
 DIM = 16
 
@@ -26,9 +29,15 @@ def chunks(n, source="a.txt", offset=0):
             for i in range(n)]
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "s.sqlite")
+def open_backend(kind, tmp_path, request):
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "s.sqlite")
+    return fresh_pg_store(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    s = open_backend(request.param, tmp_path, request)
     s.create_collection("c", DIM, "fake")
     yield s
     s.close()
@@ -68,9 +77,10 @@ def test_to_sql_params_are_bound():
     assert "DROP" not in sql and params[0].startswith("x'")
 
 
-def test_dense_matches_exact_and_filtered_returns_k(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_dense_matches_exact_and_filtered_returns_k(kind, tmp_path, request):
     rng = np.random.default_rng(1)
-    s = SQLiteStore(tmp_path / "big.sqlite")
+    s = open_backend(kind, tmp_path, request)
     s.create_collection("c", DIM, "fake")
     n = 5000  # above EXACT_BELOW: the HNSW path runs
     s.upsert("c", chunks(n), unit(rng, n))
@@ -126,7 +136,7 @@ def test_upsert_replace_delete(store):
     assert store.search_bm25("c", "updated") == [] and store.count("c") == 0
 
 
-def test_bm25_ranks_and_filters(store):
+def test_bm25_ranks_and_filters(store):  # porter (SQLite) and english (PostgreSQL) both stem cats -> cat
     texts = ["the cat sat on the mat", "dogs chase cats in the park", "stock markets fell today",
              "a cat and a dog", "quantum physics lecture notes"]
     cs = [Chunk(str(i), t, {"source": "s", "i": i}) for i, t in enumerate(texts)]
@@ -137,6 +147,34 @@ def test_bm25_ranks_and_filters(store):
         "0" not in [h.id for h in store.search_bm25("c", "cat", where={"i": {"$gt": 0}})]
     assert store.search_bm25("c", '"; DROP TABLE chunks; NEAR(') == [] and store.count("c") == 5
     assert fts_query("Hello, hello world!") == '"hello" OR "world"'
+
+
+def test_pg_bm25_is_okapi_bm25(pg_dsn):
+    """The SQL scoring equals BM25 written out here over the same lexemes (PostgreSQL's english analyser)."""
+    s = fresh_pg_store(pg_dsn)
+    s.create_collection("c", DIM, "fake")
+    texts = ["the cat sat on the mat with another cat", "dogs chase cats in the park", "stock markets fell",
+             "a cat and a dog and a cat and a cat", "quantum physics", "cat"]
+    s.upsert("c", [Chunk(str(i), t, {"source": "s"}) for i, t in enumerate(texts)], unit(np.random.default_rng(7), 6))
+    docs = [dict(s.db.execute("SELECT lexeme, array_length(positions, 1) FROM unnest(to_tsvector('english', %s))",
+                              (t,)).fetchall()) for t in texts]
+    avgdl = sum(sum(d.values()) for d in docs) / len(docs)
+    q = s._lexemes("cats on a mat")
+    want = {}
+    for i, d in enumerate(docs):
+        score = 0.0
+        for w in q:
+            df = sum(w in x for x in docs)
+            tf = d.get(w, 0)
+            if tf:
+                idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+                score += idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * sum(d.values()) / avgdl))
+        if score:
+            want[str(i)] = score
+    got = {h.id: h.score for h in s.search_bm25("c", "cats on a mat", k=10)}
+    assert got.keys() == want.keys() and all(abs(got[k] - want[k]) < 1e-9 for k in want)
+    assert [h.id for h in s.search_bm25("c", "cats on a mat", k=10)] == sorted(want, key=lambda k: (-want[k], int(k)))
+    s.close()
 
 
 def test_missing_collection_and_dimension_mismatch(store):
