@@ -43,11 +43,32 @@ def gguf_name(name: str) -> str:
     return f"{_TOP[parts[0]]}.{parts[1]}"
 
 
+_EXPERTS = {"w_gate": "ffn_gate_exps", "w_up": "ffn_up_exps", "w_down": "ffn_down_exps"}
+
+
+def _moe_tensors(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """llama.cpp's mixture of experts: the router as ffn_gate_inp, each projection stacked over experts (E, out, in)."""
+    out = {}
+    for i in range(cfg.n_layer):
+        out[f"blk.{i}.ffn_gate_inp.weight"] = sd[f"blocks.{i}.mlp.gate.weight"].detach().float().cpu()
+        for ours, theirs in _EXPERTS.items():
+            out[f"blk.{i}.{theirs}.weight"] = torch.stack(
+                [sd[f"blocks.{i}.mlp.experts.{e}.{ours}.weight"].detach().float().cpu() for e in range(cfg.n_expert)])
+    return out
+
+
 def gguf_tensors(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
+    if cfg.n_expert:
+        if cfg.arch != "llama":
+            raise FormatError(f"llama.cpp runs mixtures of experts in the llama architecture, not {cfg.arch!r}",
+                              "merge experts from a Llama-style base")
+        out.update(_moe_tensors(cfg, sd))
     for name, t in sd.items():
         if cfg.tie_embeddings and name == "lm_head.weight":
             continue
+        if ".mlp.gate." in name or ".mlp.experts." in name:
+            continue  # written stacked by _moe_tensors
         if cfg.arch == "gpt2" and ".attn.w" in name and name.split(".")[3] in ("wq", "wk", "wv"):
             continue
         t = t.detach().float().cpu()
@@ -81,6 +102,9 @@ def _add_config(w, cfg: ModelConfig, name: str, outtype: str) -> None:
         w.add_layer_norm_eps(cfg.norm_eps)
         return
     w.add_head_count_kv(cfg.kv_heads)
+    if cfg.n_expert:
+        w.add_expert_count(cfg.n_expert)
+        w.add_expert_used_count(cfg.n_expert_active)
     w.add_layer_norm_rms_eps(cfg.norm_eps)
     w.add_rope_dimension_count(cfg.dim_head)
     if cfg.head_dim:
@@ -134,10 +158,12 @@ def save_gguf(path: str | os.PathLike, cfg: ModelConfig, sd: dict[str, torch.Ten
         _add_config(w, cfg, name, outtype)
         _add_tokenizer(w, tok)
         for tname, t in gguf_tensors(cfg, sd).items():
-            qtype = outtype if t.ndim == 2 and not tname.startswith("rope_freqs") else "f32"
+            qtype = outtype if t.ndim >= 2 and not tname.startswith("rope_freqs") else "f32"
             if qtype in ("q8_0", "q4_0", "q4_1") and t.shape[-1] % 32:
                 qtype = "f16"  # rows must be whole 32-value blocks
-            data = quantize(t, qtype.upper())
+            data = quantize(t.reshape(-1, t.shape[-1]) if t.ndim > 2 else t, qtype.upper())
+            if t.ndim > 2:  # stacked experts: (E, rows, row bytes) keeps the 3-D shape
+                data = data.reshape(*t.shape[:-1], -1)
             w.add_tensor(tname, np.ascontiguousarray(data),  # uint8 (rows, row_bytes): gguf derives the shape
                          raw_dtype=getattr(gguf.GGMLQuantizationType, qtype.upper()))
         w.write_header_to_file()

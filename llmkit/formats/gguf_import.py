@@ -71,6 +71,7 @@ def config_from_metadata(md: dict[str, Any], tensor_names: set[str]) -> ModelCon
         rope_original_max_seq_len=get("rope.scaling.original_context_length"),
         norm="rmsnorm", norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
         mlp="swiglu", qkv_bias="blk.0.attn_q.bias" in tensor_names,
+        n_expert=int(get("expert_count", 0) or 0), n_expert_active=int(get("expert_used_count", 2) or 2),
     )
 
 
@@ -79,6 +80,7 @@ _LAYER_MAP = {
     "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv", "attn_output": "attn.wo",
     "ffn_gate": "mlp.w_gate", "ffn_up": "mlp.w_up", "ffn_down": "mlp.w_down",
 }
+_EXPERT_MAP = {"ffn_gate_exps": "w_gate", "ffn_up_exps": "w_up", "ffn_down_exps": "w_down"}
 _TOP_MAP = {"token_embd": "tok_emb", "position_embd": "pos_emb", "output_norm": "norm_f", "output": "lm_head"}
 
 
@@ -100,6 +102,14 @@ def state_dict_from_gguf(gf: GGUFFile, cfg: ModelConfig) -> dict[str, torch.Tens
             q, k, v = gf.tensor(name).split([cfg.d_model, cfg.d_model, cfg.d_model], dim=0)
             for short, t in (("wq", q), ("wk", k), ("wv", v)):
                 sd[f"blocks.{i}.attn.{short}.{kind}"] = t.contiguous()
+            continue
+        parts = name.split(".")
+        if parts[0] == "blk" and parts[2] == "ffn_gate_inp":  # mixture of experts: the router
+            sd[f"blocks.{parts[1]}.mlp.gate.{parts[3]}"] = gf.tensor(name)
+            continue
+        if parts[0] == "blk" and parts[2] in _EXPERT_MAP:  # (E, out, in): one slice per expert
+            for e, t in enumerate(gf.tensor(name).unbind(0)):
+                sd[f"blocks.{parts[1]}.mlp.experts.{e}.{_EXPERT_MAP[parts[2]]}.{parts[3]}"] = t.contiguous()
             continue
         ours = our_name(name)
         if ours is None:

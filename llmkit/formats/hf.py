@@ -23,7 +23,7 @@ from llmkit.model.config import ModelConfig
 if TYPE_CHECKING:
     from llmkit.tokenizer import Tokenizer
 
-LLAMA_TYPES = ("llama", "mistral", "qwen2")
+LLAMA_TYPES = ("llama", "mistral", "qwen2", "mixtral")
 SHARD_BYTES = 2 * 1024**3  # HF's default max shard size is in this range
 
 
@@ -63,7 +63,9 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         mlp="swiglu", mlp_bias=hf.get("mlp_bias", False),
         qkv_bias=mt == "qwen2" or hf.get("attention_bias", False),
         attn_out_bias=hf.get("attention_bias", False) and mt != "qwen2",
-        tie_embeddings=hf.get("tie_word_embeddings", False))
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+        n_expert=hf.get("num_local_experts", 0) if mt == "mixtral" else 0,
+        n_expert_active=hf.get("num_experts_per_tok", 2) if mt == "mixtral" else 2)
 
 
 def _rope_type(rtype: str | None) -> str | None:
@@ -91,7 +93,9 @@ def config_to_hf(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, An
            "intermediate_size": cfg.ff_dim, "max_position_embeddings": cfg.max_seq_len,
            "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu",
            "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32", **ids}
-    if not qwen:
+    if cfg.n_expert:
+        _mixtral(out, cfg)
+    elif not qwen:
         out["attention_bias"] = cfg.qkv_bias
         out["mlp_bias"] = cfg.mlp_bias
     theta = cfg.rope_theta
@@ -110,6 +114,16 @@ def config_to_hf(cfg: ModelConfig, tok: Tokenizer | None = None) -> dict[str, An
         out["rope_scaling"] = rs  # transformers 4.x
         out["rope_parameters"] = {**rs, "rope_theta": theta}  # transformers 5.x
     return out
+
+
+def _mixtral(out: dict[str, Any], cfg: ModelConfig) -> None:
+    """A mixture of experts exports as HF's Mixtral: Llama attention, a routed SwiGLU MoE in every layer."""
+    if cfg.arch != "llama" or cfg.qkv_bias or cfg.attn_out_bias or cfg.mlp_bias:
+        raise FormatError(f"a {cfg.arch} mixture of experts with biases has no HF equivalent",
+                          "HF's Mixtral is a bias-free Llama; merge experts from a Llama-style base")
+    out.update(architectures=["MixtralForCausalLM"], model_type="mixtral", num_local_experts=cfg.n_expert,
+               num_experts_per_tok=cfg.n_expert_active, sliding_window=None, router_jitter_noise=0.0,
+               output_router_logits=False)
 
 
 # ---- weight names ------------------------------------------------------------------------------
@@ -137,6 +151,12 @@ def hf_names(cfg: ModelConfig) -> dict[str, str]:
         for ours, theirs in layer.items():
             for kind in ("weight", "bias"):
                 names[f"blocks.{i}.{ours}.{kind}"] = prefix.format(i) + f"{theirs}.{kind}"
+        if cfg.n_expert:  # Mixtral's names: a router "gate", experts with w1 (gate), w2 (down), w3 (up)
+            moe = prefix.format(i) + "block_sparse_moe."
+            names[f"blocks.{i}.mlp.gate.weight"] = moe + "gate.weight"
+            for e in range(cfg.n_expert):
+                for ours, theirs in (("w_gate", "w1"), ("w_down", "w2"), ("w_up", "w3")):
+                    names[f"blocks.{i}.mlp.experts.{e}.{ours}.weight"] = moe + f"experts.{e}.{theirs}.weight"
     return names
 
 
