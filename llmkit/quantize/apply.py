@@ -169,8 +169,9 @@ def gptq_model(model: Transformer, calib: torch.Tensor, bits: int, group_size: i
 
 
 def awq_scale_model(model: Transformer, calib: torch.Tensor, bits: int, group_size: int, symmetric: bool,
-                    max_rows: int = 2048) -> list[list[float]]:
-    """Search and fold AWQ scales into every block (the fp model's outputs do not change)."""
+                    max_rows: int = 2048, clip: bool = True) -> list[list[float]]:
+    """Search and fold AWQ scales into every block (the fp model's outputs do not change), then, with
+    ``clip``, clip each group's weight range where that lowers the quantized output error."""
     def fake_quant(w):
         return quantize_groupwise(w, bits, group_size, symmetric).dequantize()
 
@@ -194,6 +195,11 @@ def awq_scale_model(model: Transformer, calib: torch.Tensor, bits: int, group_si
             s, errs = awq.search_scale(a, [r.weight for r in readers], fake_quant)
             errors.append(errs)
             fold_scale(prev, readers, s)
+            if clip:  # the readers now see a / s
+                for r in readers:
+                    if r is not attn.wq and r is not attn.wk:
+                        r.weight.copy_(awq.search_clip((a / s)[: awq.CLIP_ROWS], r.weight, group_size, symmetric,
+                                                       fake_quant)[0])
         x = block(x, cos, sin, None)
     return errors
 
