@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Full benchmark runs of the packaged SmolLM2-135M-Instruct, one results dir per task
 # (a finished task is skipped on re-run). The table in docs/benchmarks.md comes from these.
+# Runs for hours on 2 cores (HellaSwag and GSM8K are the long ones).
 #   bash bench/eval_full.sh [OUT_DIR]
 set -uo pipefail
-OUT=${1:-runs/eval-full}
+OUT=${1:-bench/results/eval-full}  # committed: a later session resumes where this one stopped
 PY=${PY:-.venv/bin/python}
 run() {  # name, shots, tasks
   local dir="$OUT/$1"
