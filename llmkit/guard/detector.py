@@ -31,6 +31,7 @@ WEIGHTS = Path(__file__).with_name("detector.npz")
 # chosen on the synthetic held-out split and BoolQ-style text: at 0.5 the classifier flags a few
 # percent of ordinary Wikipedia paragraphs, which would withhold real RAG context
 THRESHOLD = 0.7
+MIN_WORDS = 4
 
 # (weight, pattern) on normalised, lowercased text: a strong pattern alone flags a text
 HEURISTICS: list[tuple[float, re.Pattern]] = [(w, re.compile(p, re.I | re.S)) for w, p in [
@@ -105,7 +106,9 @@ class InjectionDetector:
     def detect(self, text: str) -> Detection:
         best, reasons = 0.0, []
         for name, variant in decodings(text):
-            p = self.probability(variant)
+            # a text of a few words is too little evidence for the classifier ("Document:" alone is not an
+            # attack); the heuristics still look at it
+            p = self.probability(variant) if len(re.findall(r"\w+", variant)) >= MIN_WORDS else 0.0
             h, why = heuristic_score(variant)
             score = max(p, h)
             if score >= self.threshold:

@@ -42,6 +42,7 @@ class ProbeResult:
     blocked: bool  # the endpoint refused the request (4xx), e.g. a guard's injection detector
     reply: str
     target: str
+    mentioned: bool = False  # the token appears somewhere in the reply (success or not)
 
 
 @dataclass
@@ -65,7 +66,8 @@ def summarize(results: Sequence[ProbeResult]) -> dict[str, dict]:
         rs = [r for r in results if r.family == fam]
         if rs:
             s = sum(r.success for r in rs)
-            out[fam] = {"n": len(rs), "success": s, "blocked": sum(r.blocked for r in rs), "asr": s / len(rs)}
+            out[fam] = {"n": len(rs), "success": s, "blocked": sum(r.blocked for r in rs), "asr": s / len(rs),
+                        "mentioned": sum(r.mentioned for r in rs)}
     return out
 
 
@@ -111,7 +113,8 @@ def run_probe(url: str, model: str, probe: Probe, max_tokens: int, api_key: str 
         return ProbeResult(probe.family, probe.name, False, True, data.get("error", {}).get("message", ""),
                            probe.target)
     reply = data["choices"][0]["message"].get("content") or ""
-    return ProbeResult(probe.family, probe.name, probe.succeeded(reply), False, reply, probe.target)
+    return ProbeResult(probe.family, probe.name, probe.succeeded(reply), False, reply, probe.target,
+                       probe.mentioned(reply))
 
 
 def _free_port() -> int:

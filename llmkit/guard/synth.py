@@ -145,7 +145,19 @@ def injection(rng: random.Random) -> str:
     return _obfuscate(rng, text) if rng.random() < 0.3 else text
 
 
+# the scaffolding apps put around real content: benign, so these words must not signal an attack
+HEADERS = ["Document:\n{x}", "Context:\n{x}", "Source [1]: {x}", "{x}\n\nQuestion: {q}", "Tool result:\n{x}",
+           "Background: {x}", "Answer using the document below.\n{x}", "Summarize the text.\n\n{x}"]
+
+
 def carrier(rng: random.Random, passages: list[str]) -> str:
+    text = _carrier(rng, passages)
+    if rng.random() < 0.2:
+        return rng.choice(HEADERS).format(x=text, q=_fill(rng, rng.choice(QUESTIONS)))
+    return text
+
+
+def _carrier(rng: random.Random, passages: list[str]) -> str:
     pool = rng.random()
     if pool < 0.35 and passages:
         return rng.choice(passages)

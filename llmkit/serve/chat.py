@@ -22,14 +22,16 @@ def _guarded_text(m: ChatMessage, hooks: ChatHooks) -> str:
     """A message's text with the hooks applied: untrusted parts and tool results wrapped, user text checked."""
     parts = [(m.content or "", False, None)] if not isinstance(m.content, list) else \
         [(p.text or "", bool(p.untrusted), p.source) for p in m.content if p.type == "text"]
+    if m.role == "user" and hooks.check_input:
+        # the user's own words are checked together (a lone "Document:" part is no evidence either way)
+        hooks.check_input("".join(text for text, untrusted, _ in parts if not untrusted))
     out = []
     for text, untrusted, source in parts:
-        if m.role == "tool" or untrusted:
-            if hooks.wrap_untrusted:
-                text = hooks.wrap_untrusted(text, source or (f"tool:{m.name or m.tool_call_id or 'result'}"
-                                                             if m.role == "tool" else "client"))
+        if (m.role == "tool" or untrusted) and hooks.wrap_untrusted:
+            text = hooks.wrap_untrusted(text, source or (f"tool:{m.name or m.tool_call_id or 'result'}"
+                                                         if m.role == "tool" else "client"))
         elif m.role == "user" and hooks.check_input and text:
-            text = hooks.check_input(text)
+            text = hooks.check_input(text)  # per part: redaction keeps the part boundaries
         out.append(text)
     return "".join(out)
 
