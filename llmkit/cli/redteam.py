@@ -13,7 +13,7 @@ def cmd_redteam(a: argparse.Namespace) -> None:
     families = [f.strip() for f in a.families.split(",") if f.strip()] if a.families else list(FAMILIES)
     modes = [False, True] if a.compare else [a.guard]
     reports = [redteam(a.target, guard=g, families=families, max_tokens=a.max_tokens, concurrency=a.concurrency,
-                       api_key=a.api_key, model_name=a.model_name, seed=a.seed) for g in modes]
+                       api_key=a.api_key, model_name=a.model_name, seed=a.seed, limit=a.limit) for g in modes]
     print(markdown(reports), end="")
     if a.out:
         for kind, path in write_reports(reports, a.out).items():
@@ -42,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--api-key", default=None, help="bearer key for a URL target")
     p.add_argument("--model-name", default=None, help="model id to send (default: the first of GET /v1/models)")
     p.add_argument("--seed", type=int, default=0, help="seed for the planted tokens and secrets (default %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="at most N probes per family (default: all)")
     p.add_argument("--out", default=None, help="directory for redteam.json, redteam.md and redteam.png")
     p.set_defaults(func=cmd_redteam)
     rs = p.add_subparsers(dest="redteam_verb", metavar="ACTION")

@@ -158,8 +158,9 @@ def local_server(model, guard: bool = False, max_batch: int = 8) -> Iterator[str
 
 def redteam(target: str = "smollm2", guard: bool = False, families: Sequence[str] = FAMILIES,
             max_tokens: int = 48, concurrency: int = 4, api_key: str | None = None, model_name: str | None = None,
-            seed: int = 0, lm=None) -> RedTeamReport:
-    """Run the probes against ``target`` (URL, or a model spec served here; ``lm``: an already loaded model)."""
+            seed: int = 0, lm=None, limit: int | None = None) -> RedTeamReport:
+    """Run the probes against ``target`` (URL, or a model spec served here; ``lm``: an already loaded model;
+    ``limit``: at most this many probes per family, for a quick look)."""
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ConfigError(f"unknown probe families {sorted(unknown)}", f"use some of {', '.join(FAMILIES)}")
@@ -168,6 +169,8 @@ def redteam(target: str = "smollm2", guard: bool = False, families: Sequence[str
         raise ConfigError("--guard applies to a model target started here",
                           "start the URL's server with `llmkit serve --guard` instead")
     probes = build_probes(families, seed)
+    if limit is not None:
+        probes = [p for fam in FAMILIES for p in [q for q in probes if q.family == fam][:limit]]
     t0 = time.perf_counter()
     with (_remote(target) if is_url else local_server(lm or target, guard)) as url:
         name = model_name or _first_model(url, api_key)
