@@ -144,3 +144,14 @@ def test_guard_cuts_indirect_injection_on_smollm2(smollm2):
     assert off.families["indirect_rag"]["n"] == 6 and not any(r.blocked for r in off.results)
     for fam in ("indirect_rag", "indirect_tool"):
         assert on.families[fam]["asr"] <= off.families[fam]["asr"] / 2 or on.families[fam]["asr"] == 0, (off, on)
+
+
+def test_cli_writes_the_reports_and_fails_in_one_line(fake, tmp_path, capsys):
+    from llmkit.cli.main import main
+
+    assert main(["redteam", "--target", fake("obey"), "--families", "direct,leak", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| direct | 8 | 100% (8/8) |" in out and (tmp_path / "redteam.png").is_file()
+    assert main(["redteam", "--target", fake("obey"), "--families", "nope"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown probe families ['nope']")
