@@ -35,7 +35,8 @@ def _decoded_blobs(text: str) -> list[str]:
     """Decode every base64 / base32 / hex-looking run in the text (what an encoding attack returns)."""
     out = []
     for run in re.findall(r"[A-Za-z0-9+/=_-]{12,}", text):
-        for decode in (lambda r: base64.b64decode(r + "=" * (-len(r) % 4), altchars=b"-_" if "-" in r or "_" in r else None),
+        urlsafe = b"-_" if "-" in run or "_" in run else None
+        for decode in (lambda r: base64.b64decode(r + "=" * (-len(r) % 4), altchars=urlsafe),
                        lambda r: base64.b32decode(r.upper() + "=" * (-len(r) % 8)),
                        bytes.fromhex):
             try:

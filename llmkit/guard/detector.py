@@ -35,10 +35,14 @@ MIN_WORDS = 4
 
 # (weight, pattern) on normalised, lowercased text: a strong pattern alone flags a text
 HEURISTICS: list[tuple[float, re.Pattern]] = [(w, re.compile(p, re.I | re.S)) for w, p in [
-    (0.95, r"\b(ignore|disregard|forget|override|bypass|skip)\b.{0,30}\b(all |any |the |your |my )?(previous|prior|above|earlier|preceding|original|initial)\b.{0,20}\b(instructions?|directions?|prompts?|rules|guidelines|tasks?)"),
-    (0.9, r"\b(reveal|print|repeat|show|output|leak|display|tell me)\b.{0,30}\b(system prompt|hidden (instructions|prompt)|initial instructions|your instructions)"),
+    (0.95, r"\b(ignore|disregard|forget|override|bypass|skip)\b.{0,30}\b(all |any |the |your |my )?"
+           r"(previous|prior|above|earlier|preceding|original|initial)\b.{0,20}"
+           r"\b(instructions?|directions?|prompts?|rules|guidelines|tasks?)"),
+    (0.9, r"\b(reveal|print|repeat|show|output|leak|display|tell me)\b.{0,30}"
+          r"\b(system prompt|hidden (instructions|prompt)|initial instructions|your instructions)"),
     (0.85, r"<\|im_start\|>\s*system|\[/?inst\]|<\|(system|assistant)\|>|^\s*system\s*:\s*(you|ignore|new)"),
-    (0.8, r"\b(you are now|from now on,? you|act as|pretend (to be|you))\b.{0,60}\b(no|without|any|unrestricted|unfiltered)\b.{0,20}\b(rules|restrictions|limits|polic(y|ies)|filters?)"),
+    (0.8, r"\b(you are now|from now on,? you|act as|pretend (to be|you))\b.{0,60}"
+          r"\b(no|without|any|unrestricted|unfiltered)\b.{0,20}\b(rules|restrictions|limits|polic(y|ies)|filters?)"),
     (0.8, r"\b(developer|god|jailbreak|dan) mode\b|\bdo anything now\b"),
     (0.8, r"\b(ai|assistant|model|llm|chatbot)\b.{0,20}\b(reading|reads|processing) this\b"),
     # weak hints: below the default threshold on their own

@@ -36,8 +36,8 @@ def test_entropy_known_values():
     ("aws AKIAIOSFODNN7EXAMPLE", "aws [AWS_KEY]"),
     ("gh ghp_" + "a1B2" * 9, "gh [GITHUB_TOKEN]"),
     ("OPENAI_API_KEY=sk-proj-Ab3dEf9hIjK2mNoP5qRsT7uV", "OPENAI_API_KEY=[OPENAI_KEY]"),
-    ("Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-     "Bearer [JWT]"),
+    ("Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+     "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "Bearer [JWT]"),
     ("token: 9f8Ks2LmQ7xZp4Rt6Vb1Nc3Hd5Jg0WeY", "token: [SECRET]"),
 ])
 def test_redacts_known_values(text, expected):
