@@ -42,6 +42,22 @@ def _llm_if_needed(a):
     return None
 
 
+def _hooks(a):
+    """--guard: llmkit.guard's defences as the pipeline's prompt hooks (composed here: rag sits below guard)."""
+    if not getattr(a, "guard", False):
+        return None
+    from llmkit.guard import Guard
+    from llmkit.guard.wiring import rag_hooks
+
+    return rag_hooks(Guard())
+
+
+def _guard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guard", action="store_true",
+                   help="prompt-injection defences: spotlighted chunks, instruction-hierarchy prompt, "
+                        "injection detector, canary leak check, PII redaction (docs/security.md)")
+
+
 def cmd_ingest(a) -> None:
     from llmkit.rag.api import rag_ingest
     from llmkit.rag.splitters import SplitConfig
@@ -80,7 +96,7 @@ def cmd_ask(a) -> None:
         sys.stdout.flush()
 
     ans = rag_ask(a.question, a.collection, _cfg(a), a.answer_mode, (), a.store, a.db, a.model, out,
-                  max_tokens=a.max_tokens)
+                  max_tokens=a.max_tokens, hooks=_hooks(a))
     print()
     if ans.attributed:
         print(f"\n(cited by word overlap: {ans.text})")
@@ -93,7 +109,7 @@ def cmd_eval(a) -> None:
     from llmkit.rag.api import rag_eval
     from llmkit.rag.evaluate import markdown_table
 
-    res = rag_eval(a.dataset, a.limit, a.answers, a.store, a.db)
+    res = rag_eval(a.dataset, a.limit, a.answers, a.store, a.db, hooks=_hooks(a))
     print(f"{res['dataset']}: {res['questions']} questions over {res['passages']} passages "
           f"({res['chunks']} chunks of <= 200 tokens)")
     print(markdown_table(res["retrieval"]), end="")
@@ -151,12 +167,14 @@ def register(sub) -> None:
                    help="how chunks reach the model (default %(default)s)")
     q.add_argument("--model", "-m", default="smollm2", help="generator model (default %(default)s)")
     q.add_argument("--max-tokens", type=int, default=160, help="longest answer in tokens (default %(default)s)")
+    _guard_arg(q)
     q.set_defaults(func=cmd_ask)
 
     q = rs.add_parser("eval", help="retrieval recall@k / MRR (and answer EM/F1) on SQuAD")
     q.add_argument("--dataset", default="squad", help="dataset (default %(default)s)")
     q.add_argument("--limit", type=int, default=None, help="first N questions only")
     q.add_argument("--answers", type=int, default=0, help="also generate and score answers for N questions")
+    _guard_arg(q)
     _store_args(q, collection=False)
     q.set_defaults(func=cmd_eval)
 

@@ -13,7 +13,15 @@ def cmd_serve(a: argparse.Namespace) -> None:
                       max_n=a.max_n, max_body_bytes=a.max_body_bytes, cors_origins=a.cors_origin,
                       served_name=a.served_name, chat_template=a.template,
                       embedder=None if a.embedder == "none" else a.embedder)
-    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level)
+    hooks = None
+    if a.guard:  # composed here: serve sits below guard in the layers
+        from llmkit.guard import Guard
+        from llmkit.guard.wiring import chat_hooks, redact_logs
+
+        guard = Guard()
+        hooks = chat_hooks(guard)
+        redact_logs(guard)
+    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level, hooks=hooks)
 
 
 def register(sub) -> None:
@@ -38,4 +46,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default %(default)s)")
+    p.add_argument("--guard", action="store_true",
+                   help="prompt-injection defences on /v1/chat/completions: tool results and parts marked "
+                        "untrusted spotlighted, hierarchy system prompt, detector, canary check, PII redaction "
+                        "in replies and logs (docs/security.md)")
     p.set_defaults(func=cmd_serve)

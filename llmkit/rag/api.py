@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from llmkit.generate.embed import cached_embedder
 from llmkit.rag.ingest import IngestReport, ingest
-from llmkit.rag.pipeline import Answer, Pipeline
+from llmkit.rag.pipeline import Answer, Pipeline, PromptHooks
 from llmkit.rag.retrieve import RetrievalConfig, Retriever
 from llmkit.rag.splitters import SplitConfig
 from llmkit.rag.store import CollectionInfo, Hit, open_store
@@ -38,13 +38,13 @@ def rag_query(query: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalCo
 def rag_ask(question: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalConfig = RetrievalConfig(),
             mode: str = "stuff", history: Sequence[dict] = (), store: str = "sqlite", db: str | None = None,
             model: str = "smollm2", on_token: Callable[[str], None] | None = None, llm=None,
-            max_tokens: int = 160) -> Answer:
+            max_tokens: int = 160, hooks: PromptHooks | None = None) -> Answer:
     from llmkit.rag.llm import load_llm
 
     with open_store(store, db) as st:
         emb = _embedder_for(st, collection)  # a missing collection fails before the model loads
         llm = llm or load_llm(model)
-        pipeline = Pipeline(Retriever(st, collection, emb, llm), llm, max_tokens=max_tokens)
+        pipeline = Pipeline(Retriever(st, collection, emb, llm), llm, max_tokens=max_tokens, hooks=hooks)
         return pipeline.answer(question, cfg, mode, history, on_token)
 
 
@@ -65,8 +65,9 @@ def rag_rm(collection: str, source: str | None = None, where: str | dict | None 
 
 
 def rag_eval(dataset: str = "squad", limit: int | None = None, answers: int = 0, store: str = "sqlite",
-             db: str | None = None, progress: bool = False) -> dict:
-    """Retrieval recall@1/5/10 + MRR for dense, BM25, hybrid on SQuAD; EM/F1/groundedness on ``answers`` items."""
+             db: str | None = None, progress: bool = False, hooks: PromptHooks | None = None, llm=None) -> dict:
+    """Retrieval recall@1/5/10 + MRR for dense, BM25, hybrid on SQuAD; EM/F1/groundedness on ``answers`` items
+    (generated through ``hooks``, e.g. a guard's, when given)."""
     from llmkit.core.errors import ConfigError
     from llmkit.rag.evaluate import chunk_passages, eval_answers, eval_retrieval, squad_items
 
@@ -90,7 +91,7 @@ def rag_eval(dataset: str = "squad", limit: int | None = None, answers: int = 0,
         if answers:
             from llmkit.rag.llm import load_llm
 
-            retriever.llm = load_llm()
-            out["answers"] = eval_answers(Pipeline(retriever, retriever.llm, max_tokens=32), items[:answers],
-                                          RetrievalConfig(mode="hybrid", k=2))
+            retriever.llm = llm or load_llm()
+            pipeline = Pipeline(retriever, retriever.llm, max_tokens=32, hooks=hooks)
+            out["answers"] = eval_answers(pipeline, items[:answers], RetrievalConfig(mode="hybrid", k=2))
         return out

@@ -29,6 +29,23 @@ MODES = ("stuff", "refine", "map_reduce")
 
 
 @dataclass
+class PromptHooks:
+    """Optional callables a higher layer (llmkit.guard) plugs into the pipeline; None leaves it unchanged.
+
+    system_prompt:  base system prompt -> the one sent (e.g. with an instruction hierarchy and a canary)
+    wrap_source:    (chunk text, source name) -> the text placed inside the <source> block (spotlighting)
+    check_question: the user's question -> the question used (may raise to refuse it)
+    check_output:   the model's answer -> the answer returned (leak checks, redaction); turns off
+                    token streaming, since a reply cannot be un-shown once streamed
+    """
+
+    system_prompt: Callable[[str], str] | None = None
+    wrap_source: Callable[[str, str], str] | None = None
+    check_question: Callable[[str], str] | None = None
+    check_output: Callable[[str], str] | None = None
+
+
+@dataclass
 class Citation:
     n: int
     source: str
@@ -56,11 +73,14 @@ def citations_for(hits: Sequence[Hit]) -> list[Citation]:
             for i, h in enumerate(hits)]
 
 
-def format_sources(hits: Sequence[Hit], numbers: Sequence[int] | None = None) -> str:
-    """Sources as delimited, numbered blocks; a literal </source> in the text is neutralised."""
+def format_sources(hits: Sequence[Hit], numbers: Sequence[int] | None = None,
+                   wrap: Callable[[str, str], str] | None = None) -> str:
+    """Sources as delimited, numbered blocks; a literal </source> in the text is neutralised.
+    ``wrap(text, source)``, if given, transforms each chunk's text first (e.g. spotlighting)."""
     blocks = []
     for n, h in zip(numbers or range(1, len(hits) + 1), hits):
-        text = re.sub(r"</?\s*source", lambda m: m.group(0).replace("<", "&lt;"), h.text, flags=re.I)
+        text = wrap(h.text, h.source) if wrap else h.text
+        text = re.sub(r"</?\s*source", lambda m: m.group(0).replace("<", "&lt;"), text, flags=re.I)
         section = h.metadata.get("headings", "")
         blocks.append(f'<source id="{n}" file="{h.source}" section="{section}">\n{text}\n</source>')
     return "\n\n".join(blocks)
@@ -90,9 +110,14 @@ def fit_hits(hits: Sequence[Hit], budget: int, count: Callable[[str], int]) -> l
 
 
 class Pipeline:
-    def __init__(self, retriever: Retriever, llm, context_tokens: int = 1024, max_tokens: int = 160):
+    def __init__(self, retriever: Retriever, llm, context_tokens: int = 1024, max_tokens: int = 160,
+                 hooks: PromptHooks | None = None):
         self.retriever, self.llm = retriever, llm
         self.context_tokens, self.max_tokens = context_tokens, max_tokens
+        self.hooks = hooks or PromptHooks()
+
+    def sources(self, hits: Sequence[Hit], numbers: Sequence[int] | None = None) -> str:
+        return format_sources(hits, numbers, self.hooks.wrap_source)
 
     def condense(self, question: str, history: Sequence[dict]) -> str:
         if not history:
@@ -102,7 +127,8 @@ class Pipeline:
         return out.splitlines()[0].strip() if out.strip() else question
 
     def _gen(self, prompt: str, on_token: Callable[[str], None] | None, history: Sequence[dict] = ()) -> str:
-        messages = [{"role": "system", "content": SYSTEM}, *history, {"role": "user", "content": prompt}]
+        system = self.hooks.system_prompt(SYSTEM) if self.hooks.system_prompt else SYSTEM
+        messages = [{"role": "system", "content": system}, *history, {"role": "user", "content": prompt}]
         if on_token is None:
             return self.llm.complete(messages, self.max_tokens)
         parts = []
@@ -115,6 +141,21 @@ class Pipeline:
                history: Sequence[dict] = (), on_token: Callable[[str], None] | None = None) -> Answer:
         if mode not in MODES:
             raise ConfigError(f"unknown answer mode {mode!r}", "use stuff, refine or map_reduce")
+        if self.hooks.check_question:
+            question = self.hooks.check_question(question)
+        checked_stream = None
+        if self.hooks.check_output and on_token:  # hold the reply back until it is checked
+            checked_stream, on_token = on_token, None
+        ans = self._answer(question, cfg, mode, history, on_token)
+        if self.hooks.check_output:
+            ans.text = self.hooks.check_output(ans.text)
+            ans.cited = cited_numbers(ans.text, len(ans.hits))
+            if checked_stream:
+                checked_stream(ans.text)
+        return ans
+
+    def _answer(self, question: str, cfg: RetrievalConfig, mode: str, history: Sequence[dict],
+                on_token: Callable[[str], None] | None) -> Answer:
         standalone = self.condense(question, history)
         hits = self.retriever.retrieve(standalone, cfg)
         if not hits:
@@ -124,7 +165,7 @@ class Pipeline:
             return Answer(text, standalone, [])
         if mode == "stuff":
             hits = fit_hits(hits, self.context_tokens, self.llm.n_tokens)
-            text = self._gen(f"{format_sources(hits)}\n\nQuestion: {standalone}", on_token)
+            text = self._gen(f"{self.sources(hits)}\n\nQuestion: {standalone}", on_token)
         elif mode == "refine":
             text = self._refine(standalone, hits, on_token)
         else:
@@ -139,9 +180,9 @@ class Pipeline:
 
     def _refine(self, q: str, hits: list[Hit], on_token) -> str:
         """Answer from source 1, then revise once per further source; only the last pass streams."""
-        answer = self._gen(f"{format_sources(hits[:1])}\n\nQuestion: {q}", None if len(hits) > 1 else on_token)
+        answer = self._gen(f"{self.sources(hits[:1])}\n\nQuestion: {q}", None if len(hits) > 1 else on_token)
         for i, h in enumerate(hits[1:], start=2):
-            prompt = REFINE.format(answer=answer, sources=format_sources([h], [i]), q=q)
+            prompt = REFINE.format(answer=answer, sources=self.sources([h], [i]), q=q)
             answer = self._gen(prompt, on_token if i == len(hits) else None)
         return answer
 
@@ -149,7 +190,7 @@ class Pipeline:
         """Map: one note per source (in isolation, so long collections fit); reduce: answer from the notes."""
         notes = []
         for i, h in enumerate(hits, start=1):
-            note = self.llm.complete([{"role": "user", "content": MAP.format(sources=format_sources([h], [i]), q=q)}],
+            note = self.llm.complete([{"role": "user", "content": MAP.format(sources=self.sources([h], [i]), q=q)}],
                                      max_tokens=96)
             if note and not note.upper().startswith("NONE"):
                 notes.append(Hit(h.id, note, h.metadata, h.score))
@@ -157,4 +198,4 @@ class Pipeline:
         if not notes:
             notes = hits[:1]
         numbers = [h.metadata.get("n", 1) for h in notes]
-        return self._gen(f"{format_sources(notes, numbers)}\n\nQuestion: {q}", on_token)
+        return self._gen(f"{self.sources(notes, numbers)}\n\nQuestion: {q}", on_token)  # notes carry source text

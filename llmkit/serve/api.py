@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from llmkit.core.errors import ConfigError
 from llmkit.formats.loader import LoadedModel, load_model
-from llmkit.serve.state import ServeConfig
+from llmkit.serve.state import ChatHooks, ServeConfig
 
 
 def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = None, device: str = "auto",
-          dtype: str = "auto", log_level: str = "info") -> None:
-    """Load `model` and answer the OpenAI API on config.host:config.port until interrupted."""
+          dtype: str = "auto", log_level: str = "info", hooks: ChatHooks | None = None) -> None:
+    """Load `model` and answer the OpenAI API on config.host:config.port until interrupted
+    (``hooks``: optional chat-content hooks, e.g. llmkit.guard's)."""
     try:
         import uvicorn
     except ImportError:
@@ -19,5 +20,5 @@ def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = Non
     config = config or ServeConfig()
     spec = model if isinstance(model, str) else None
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
-    app = create_app(lm, config, spec)
+    app = create_app(lm, config, spec, hooks)
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from llmkit.formats.loader import LoadedModel
 from llmkit.serve import chat, completions, embeddings, errors, routes
-from llmkit.serve.state import ServeConfig, ServerState
+from llmkit.serve.state import ChatHooks, ServeConfig, ServerState
 
 OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # reachable without the API key (the page asks for it)
 
@@ -98,9 +98,10 @@ def _endpoint(path: str) -> str:
     return path if path in known else "other"  # bounded label values
 
 
-def create_app(lm: LoadedModel, config: ServeConfig | None = None, spec: str | None = None) -> FastAPI:
+def create_app(lm: LoadedModel, config: ServeConfig | None = None, spec: str | None = None,
+               hooks: ChatHooks | None = None) -> FastAPI:
     config = config or ServeConfig()
-    state = ServerState(lm, config, spec)
+    state = ServerState(lm, config, spec, hooks)
     if config.embedder:
         state.embeddings = embeddings.EmbeddingService(config.embedder)
 

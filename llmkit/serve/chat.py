@@ -13,22 +13,52 @@ from llmkit.serve.common import (Tally, check_n, collect, new_id, now, sampling_
                                  submit_choices, token_str, usage)
 from llmkit.serve.constraints import constraint_factory
 from llmkit.serve.schema import ERROR_RESPONSES, ChatMessage, ChatRequest, message_text
-from llmkit.serve.state import ServerState
+from llmkit.serve.state import ChatHooks, ServerState
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
 
-def chat_messages(messages: list[ChatMessage], tools: list[dict] | None, template_has_tools: bool) -> list[dict]:
+def _guarded_text(m: ChatMessage, hooks: ChatHooks) -> str:
+    """A message's text with the hooks applied: untrusted parts and tool results wrapped, user text checked."""
+    parts = [(m.content or "", False, None)] if not isinstance(m.content, list) else \
+        [(p.text or "", bool(p.untrusted), p.source) for p in m.content if p.type == "text"]
+    if m.role == "user" and hooks.check_input:
+        # the user's own words are checked together (a lone "Document:" part is no evidence either way)
+        hooks.check_input("".join(text for text, untrusted, _ in parts if not untrusted))
+    out = []
+    for text, untrusted, source in parts:
+        if (m.role == "tool" or untrusted) and hooks.wrap_untrusted:
+            text = hooks.wrap_untrusted(text, source or (f"tool:{m.name or m.tool_call_id or 'result'}"
+                                                         if m.role == "tool" else "client"))
+        elif m.role == "user" and hooks.check_input and text:
+            text = hooks.check_input(text)  # per part: redaction keeps the part boundaries
+        out.append(text)
+    return "".join(out)
+
+
+def client_system(messages: list[ChatMessage]) -> str | None:
+    first = messages[0] if messages else None
+    return message_text(first.content) if first and first.role in ("system", "developer") else None
+
+
+def chat_messages(messages: list[ChatMessage], tools: list[dict] | None, template_has_tools: bool,
+                  hooks: ChatHooks | None = None) -> list[dict]:
+    hooks = hooks or ChatHooks()
     out = []
     for m in messages:
         if isinstance(m.content, list) and any(p.type != "text" for p in m.content):
             raise GenerationError("only text content parts are supported", "send {'type': 'text', 'text': ...}")
         role = "system" if m.role == "developer" else m.role
-        content = message_text(m.content)
+        content = _guarded_text(m, hooks)
         if m.tool_calls:  # history: the assistant's earlier calls, in the model's own convention
             content = "\n".join([content] * bool(content) + [format_tool_call(c.function.name, c.function.arguments)
                                                              for c in m.tool_calls])
         out.append({"role": role, "content": content})
+    if hooks.system_prompt:
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": hooks.system_prompt(out[0]["content"])}
+        else:
+            out.insert(0, {"role": "system", "content": hooks.system_prompt(None)})
     if tools and not template_has_tools:
         preamble = tools_system_prompt(tools)
         if out and out[0]["role"] == "system":
@@ -47,7 +77,8 @@ def _active_tools(body: ChatRequest) -> list[dict] | None:
 def chat_prompt(state: ServerState, body: ChatRequest) -> list[int]:
     tools = _active_tools(body)
     has_tools = "tools" in state.template.source
-    text = state.template.render_text(chat_messages(body.messages, tools, has_tools), add_generation_prompt=True,
+    text = state.template.render_text(chat_messages(body.messages, tools, has_tools, state.hooks),
+                                      add_generation_prompt=True,
                                       tools=tools if has_tools else None)
     return state.tokenizer.encode(text, allowed_special="all")
 
@@ -87,9 +118,12 @@ async def chat_completions(body: ChatRequest, request: Request):
     results = await collect(state, request, reqs)
     choices = []
     for i, (done, _) in enumerate(results):
-        message, finish = {"role": "assistant", "content": done.text}, done.finish_reason
+        text = done.text
+        if state.hooks.check_output:
+            text = state.hooks.check_output(text, client_system(body.messages))
+        message, finish = {"role": "assistant", "content": text}, done.finish_reason
         if tools:
-            content, calls = parse_tool_calls(done.text)
+            content, calls = parse_tool_calls(text)
             if calls:
                 message = {"role": "assistant", "content": content or None, "tool_calls": _tool_calls(calls, i)}
                 finish = "tool_calls"
@@ -113,9 +147,14 @@ async def _stream(state, body, reqs, prompt_tokens, rid, created, tools: bool):
     for i in range(len(reqs)):
         yield sse(chunk(i, {"role": "assistant", "content": ""}))
     tally = Tally()
+    check = state.hooks.check_output
     try:
         async for i, ev in stream_deltas(state, reqs, tally):
             full[i] += ev.text
+            if check:  # a checked reply is held back whole: what was streamed cannot be taken back
+                if not ev.finish_reason:
+                    continue
+                full[i] = check(full[i], client_system(body.messages))
             # with tools, content stops where a <tool_call> may begin; the calls are sent whole at the end
             upto = len(full[i])
             if tools:

@@ -65,6 +65,10 @@ class ToolCall(_Body):
 class ContentPart(_Body):
     type: StrictStr
     text: Optional[StrictStr] = None
+    # llmkit extension: a part the client marks as untrusted data (a retrieved document, a web page);
+    # with guards on it is spotlighted, otherwise it is plain text
+    untrusted: Optional[StrictBool] = None
+    source: Optional[StrictStr] = None
 
 
 class ChatMessage(_Body):

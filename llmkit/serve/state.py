@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from llmkit.core.errors import ConfigError, LLMKitError
 from llmkit.formats.loader import LoadedModel
@@ -50,10 +51,29 @@ class ServeConfig:
             raise ConfigError(f"max_queue={self.max_queue}", "max_queue must be >= 0")
 
 
+@dataclass
+class ChatHooks:
+    """Optional callables a higher layer (llmkit.guard) plugs into /v1/chat/completions; None = unchanged.
+
+    system_prompt:  the client's system prompt (or None) -> the one the model sees
+    wrap_untrusted: (text, source) -> text, for tool messages and content parts sent with "untrusted": true
+    check_input:    a user message's text -> the text used (may raise an LLMKitError: a 4xx reply)
+    check_output:   (reply, client's system prompt) -> the reply sent; streamed replies are then held
+                    back and sent as one chunk once checked
+    """
+
+    system_prompt: Callable[[str | None], str] | None = None
+    wrap_untrusted: Callable[[str, str], str] | None = None
+    check_input: Callable[[str], str] | None = None
+    check_output: Callable[[str, str | None], str] | None = None
+
+
 class ServerState:
-    def __init__(self, lm: LoadedModel, config: ServeConfig, spec: str | None = None):
+    def __init__(self, lm: LoadedModel, config: ServeConfig, spec: str | None = None,
+                 hooks: ChatHooks | None = None):
         self.lm = lm
         self.config = config
+        self.hooks = hooks or ChatHooks()
         self.tokenizer = lm.tokenizer
         self.template = chat_template_for(lm, config.chat_template)
         self.engine = Engine(lm.model, lm.tokenizer)
