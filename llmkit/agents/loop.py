@@ -163,7 +163,8 @@ class Agent:
         messages = [{"role": "system", "content": system}] if system else []
         messages += self._demo_messages() + self.memory.messages() + [{"role": "user", "content": task}]
         for m in messages:
-            run.trace.add("message", role=m["role"], content=m["content"])
+            calls = {"tool_calls": m["tool_calls"]} if m.get("tool_calls") else {}
+            run.trace.add("message", role=m["role"], content=m["content"], **calls)
         answer, reason = (self._native if self.mode == "native" else self._react)(run, messages)
         try:
             answer = self.guard.check_output(answer)

@@ -199,6 +199,10 @@ class ToolResult:
     content: str
     seconds: float = 0.0
 
+    def line(self, chars: int = 200) -> str:
+        """One line for a console: `[calculator] 391` or `[sql] error: ...` (errors already say so)."""
+        return f"[{self.name}] {' '.join(self.content.split())[:chars]}"
+
     def to_dict(self) -> dict:
         return {"name": self.name, "arguments": self.arguments, "ok": self.ok, "content": self.content,
                 "seconds": round(self.seconds, 4)}

@@ -38,7 +38,8 @@ class Trace:
         for e in self.events:
             kind, t = e["type"], f"[{e['t']:7.2f}s]"
             if kind == "message":
-                out.append(f"{t} {e['role'].upper()}: {e['content']}")
+                calls = "".join(f" <tool_call {c['name']}({c['arguments']})>" for c in e.get("tool_calls", ()))
+                out.append(f"{t} {e['role'].upper()}: {e['content']}{calls}")
             elif kind == "llm":
                 out.append(f"{t} model: {e['completion_tokens']} tokens in {e['seconds']:.2f}s "
                            f"({e['finish_reason']}){' [constrained]' if e.get('constrained') else ''}")

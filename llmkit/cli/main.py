@@ -24,6 +24,7 @@ EXTRA_MODULES: tuple[str, ...] = (
     "llmkit.cli.merge",
     "llmkit.cli.rag",
     "llmkit.cli.finetune",
+    "llmkit.cli.agent",
 )
 EXTRA_VERBS: tuple[str, ...] = (
     "tokenizer",
@@ -39,6 +40,7 @@ EXTRA_VERBS: tuple[str, ...] = (
     "rag",
     "finetune",
     "lora",
+    "agent",
 )
 
 
