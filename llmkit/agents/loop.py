@@ -31,7 +31,7 @@ from llmkit.agents.memory import BufferMemory
 from llmkit.agents.react import STOP, ReActStep, format_step, parse_react, react_system_prompt, step_regex
 from llmkit.agents.tools import Tool, ToolRegistry, ToolResult, bounded_numbers, decoding_specs
 from llmkit.agents.trace import Trace
-from llmkit.core.errors import LLMKitError
+from llmkit.core.errors import ContextOverflowError, LLMKitError
 from llmkit.generate.tools import OPEN_TAG, parse_tool_calls, tool_call_regex
 
 MODES = ("native", "react")
@@ -55,7 +55,7 @@ class Limits:
 @dataclass
 class AgentResult:
     answer: str
-    stop_reason: str  # answer | max_steps | time | tokens | refused_input | refused_output
+    stop_reason: str  # answer | max_steps | time | tokens | context | refused_input | refused_output
     steps: int
     tool_results: list[ToolResult]
     trace: Trace
@@ -165,7 +165,11 @@ class Agent:
         for m in messages:
             calls = {"tool_calls": m["tool_calls"]} if m.get("tool_calls") else {}
             run.trace.add("message", role=m["role"], content=m["content"], **calls)
-        answer, reason = (self._native if self.mode == "native" else self._react)(run, messages)
+        try:
+            answer, reason = (self._native if self.mode == "native" else self._react)(run, messages)
+        except ContextOverflowError as e:  # the conversation outgrew the model: stop, keep what we have
+            run.trace.add("error", message=str(e))
+            answer, reason = (run.results[-1].content if run.results else ""), "context"
         try:
             answer = self.guard.check_output(answer)
         except LLMKitError as e:

@@ -113,6 +113,16 @@ def test_limits_end_the_run_with_a_reason():
         Limits(max_steps=0)
 
 
+def test_context_overflow_ends_the_run_instead_of_crashing():
+    from llmkit.core.errors import ContextOverflowError
+
+    def full(messages):
+        raise ContextOverflowError("prompt of 9000 tokens exceeds the context window of 8192", "shorten it")
+
+    r = Agent(ScriptedChat([CALL, full]), [calculator], few_shot=False).run("q")
+    assert r.stop_reason == "context" and r.answer == "391" and r.trace.of("error")
+
+
 def test_trace_jsonl_and_transcript(tmp_path):
     r = Agent(ScriptedChat([CALL, "391"]), [calculator], few_shot=False).run("What is 17 * 23?")
     path = tmp_path / "run.jsonl"

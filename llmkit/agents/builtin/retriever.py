@@ -49,8 +49,9 @@ def retriever_tool(collection: str, db: str | None = None, k: int = 3, mode: str
     t = tool(search, name=name, description=f"Search the '{collection}' document collection and return the "
                                             f"{k} most relevant passages.")
     t.parameters["properties"]["query"]["description"] = "what to look for, in a few words"
-    t.example = {"question": "What does the guide say about setup?", "arguments": {"query": "setup"},
-                 "result": "[1] guide.md › Setup: ..."}
+    t.example = {"question": "How do I set up the device?", "arguments": {"query": "set up the device"},
+                 "result": "[1] guide.md: To set up the device, plug it in and hold the button for 5 seconds.",
+                 "answer": "Plug it in and hold the button for 5 seconds [1]."}
     t.search = lambda q, kk=k: rag_query(q, collection, RetrievalConfig(mode=mode, k=kk), db=db)
     return t
 

@@ -155,9 +155,12 @@ def sql_tool(db: SQLDatabase | str | Path, name: str = "sql") -> Tool:
     t = tool(run_sql, name=name, description="Run one read-only SQLite SELECT query and return the rows. "
                                              f"The database schema:\n{db.schema()}")
     t.parameters["properties"]["query"]["description"] = "one SQLite SELECT statement"
-    t.example = {"question": "How many rows are in the first table?",
-                 "arguments": {"query": f"SELECT COUNT(*) FROM {db.tables()[0]}" if db.tables() else "SELECT 1"},
-                 "result": "1"}
+    if db.tables():  # a worked example on this very database, with its true result
+        first = db.tables()[0]
+        query = f"SELECT COUNT(*) FROM {first}"
+        (n,) = db.con.execute(query).fetchone()
+        t.example = {"question": f"How many rows does the {first} table have?", "arguments": {"query": query},
+                     "result": db.query(query), "answer": f"The {first} table has {n} rows."}
     t.db = db  # the router and text_to_sql reach the database through the tool
     return t
 
