@@ -14,7 +14,8 @@ with one model loaded once. Configs:
     react        Thought/Action/Observation text, every step under the ReAct grammar, one-shot example
 
 A task succeeds when the final answer contains the expected number (numbers compared as
-numbers) or phrase (case-insensitive). Greedy decoding, so one run per task is the result.
+numbers) or phrase (case-insensitive); a run that ends on a limit (max_steps) has no answer and
+fails. Greedy decoding, so one run per task is the result. Each run's trace is kept in OUT/traces.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def correct(answer: str, want) -> bool:
     return str(want).lower() in answer.lower()
 
 
-def run_config(name: str, items: list[dict], llm, rag_db: str, step_tokens: int) -> list[dict]:
+def run_config(name: str, items: list[dict], llm, rag_db: str, step_tokens: int,
+               trace_dir: Path | None = None) -> list[dict]:
     from llmkit.agents.api import agent_run
 
     cfg = CONFIGS[name]
@@ -94,6 +96,8 @@ def run_config(name: str, items: list[dict], llm, rag_db: str, step_tokens: int)
         t0 = time.monotonic()
         r = agent_run(t["q"], tools=tools, llm=llm, max_steps=4, step_tokens=step_tokens, rag_db=rag_db, **kw)
         ok = correct(r.answer, t["want"])
+        if trace_dir is not None:
+            r.trace.write_jsonl(trace_dir / f"{name}-{len(rows):02d}.jsonl")
         calls = r.tool_results
         rows.append({"config": name, "kind": t["kind"], "q": t["q"], "want": t["want"], "answer": r.answer,
                      "ok": ok, "stop_reason": r.stop_reason, "steps": r.steps, "tool_calls": len(calls),
@@ -140,9 +144,9 @@ def main() -> None:
     llm = EngineChat.load("smollm2")
     configs = [c.strip() for c in a.configs.split(",") if c.strip()]
     t0 = time.monotonic()
-    rows = [r for c in configs for r in run_config(c, items, llm, rag_db, a.step_tokens)]
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "traces").mkdir(parents=True, exist_ok=True)
+    rows = [r for c in configs for r in run_config(c, items, llm, rag_db, a.step_tokens, out / "traces")]
     (out / "results.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
     table = summary(rows, configs)
     (out / "summary.md").write_text(table + "\n")

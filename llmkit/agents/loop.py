@@ -167,9 +167,9 @@ class Agent:
             run.trace.add("message", role=m["role"], content=m["content"], **calls)
         try:
             answer, reason = (self._native if self.mode == "native" else self._react)(run, messages)
-        except ContextOverflowError as e:  # the conversation outgrew the model: stop, keep what we have
+        except ContextOverflowError as e:  # the conversation outgrew the model: stop cleanly
             run.trace.add("error", message=str(e))
-            answer, reason = (run.results[-1].content if run.results else ""), "context"
+            answer, reason = "", "context"
         try:
             answer = self.guard.check_output(answer)
         except LLMKitError as e:
@@ -181,7 +181,6 @@ class Agent:
     # ---- native tool calling --------------------------------------------------------------------
     def _native(self, run: _Run, messages: list[dict]) -> tuple[str, str]:
         specs = self.visible_specs()
-        last = ""
         while (reason := run.exhausted()) is None:
             force = bool(specs) and (self.tool_choice == "required"
                                      or (self.tool_choice == "first" and not run.results))
@@ -190,7 +189,6 @@ class Agent:
             content, calls = parse_tool_calls(reply.text)
             if not calls and OPEN_TAG not in reply.text:
                 return reply.text.strip(), "answer"
-            last = content
             messages.append({"role": "assistant", "content": content,
                              "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in calls]})
             run.trace.add("message", role="assistant", content=reply.text)
@@ -200,7 +198,7 @@ class Agent:
             for c in calls:
                 run.trace.add("tool_call", name=c.name, arguments=_parsed(c.arguments))
                 self._observe(run, messages, self._call(c.name, c.arguments))
-        return last, reason
+        return "", reason  # a limit ended it before an answer: no answer (the tool results are in the result)
 
     def _observe(self, run: _Run, messages: list[dict], result: ToolResult) -> str:
         run.results.append(result)
@@ -237,7 +235,7 @@ class Agent:
                 observation = self._observe(run, messages, self._call(step.action, step.action_input))
             scratch += format_step(step, observation)
             run.trace.add("message", role="assistant", content=format_step(step, observation))
-        return (run.results[-1].content if run.results else ""), reason
+        return "", reason
 
     def _base_system(self) -> str | None:
         if self.mode == "react":

@@ -109,14 +109,15 @@ _ENFORCED = {"type", "properties", "required", "items", "minItems", "maxItems", 
 
 
 def decoding_schema(node):
-    """The schema constrained decoding enforces: strings bounded, bounds it cannot check (minimum, ...)
-    dropped. Pydantic still validates the full schema before the call, so nothing is lost."""
+    """The schema constrained decoding enforces: strings non-empty and bounded, bounds it cannot check
+    (minimum, ...) dropped. Pydantic still validates the full schema before the call, so nothing is lost."""
     if isinstance(node, dict):
         out = {k: decoding_schema(v) for k, v in node.items() if k in _ENFORCED}
         if "properties" in node:
             out["properties"] = {k: decoding_schema(v) for k, v in node["properties"].items()}
         if out.get("type") == "string" and "maxLength" not in out and "pattern" not in out:
             out["maxLength"] = DECODE_STRING_CHARS
+            out.setdefault("minLength", 1)  # an empty argument is never what a call means; small models try it
         return out
     if isinstance(node, list):
         return [decoding_schema(x) for x in node]

@@ -120,7 +120,8 @@ def test_context_overflow_ends_the_run_instead_of_crashing():
         raise ContextOverflowError("prompt of 9000 tokens exceeds the context window of 8192", "shorten it")
 
     r = Agent(ScriptedChat([CALL, full]), [calculator], few_shot=False).run("q")
-    assert r.stop_reason == "context" and r.answer == "391" and r.trace.of("error")
+    assert r.stop_reason == "context" and r.answer == "" and r.tool_results[0].content == "391"
+    assert r.trace.of("error")
 
 
 def test_trace_jsonl_and_transcript(tmp_path):
@@ -227,7 +228,7 @@ def test_constrained_call_from_a_random_model_is_always_well_formed(random_lm):
 def test_constrained_react_step_from_a_random_model_parses(random_lm):
     llm = EngineChat(random_lm, repetition_penalty=1.0)
     r = Agent(llm, [calculator], mode="react", tool_choice="required", few_shot=False,
-              limits=Limits(max_steps=1, step_tokens=400)).run("anything")
+              limits=Limits(max_steps=1, step_tokens=700)).run("anything")  # thought + call fit
     text = r.trace.of("llm")[0]["text"]
     assert r.trace.of("tool_call"), text  # an action, parsed, whose input validated as JSON
     assert "invalid arguments" not in r.tool_results[0].content and "not valid JSON" not in r.tool_results[0].content

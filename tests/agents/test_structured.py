@@ -55,3 +55,13 @@ def test_bounds_the_grammar_cannot_count_are_typed_errors_not_retries():
     assert len(llm.calls) == 1  # no second attempt
     with pytest.raises(AgentError, match="pydantic model class"):
         structured(llm, dict, "x")
+
+
+def test_smollm2_structured_city(smollm2):
+    class City(BaseModel):
+        name: str = Field(max_length=40)
+        country: str = Field(max_length=40)
+
+    city = structured(EngineChat(smollm2), City, "Paris is the capital of France. Give its name and country.",
+                      max_tokens=64)
+    assert isinstance(city, City) and city.name and city.country

@@ -122,7 +122,8 @@ def test_registry_unknown_and_disallowed_tools():
 def test_decoding_schema_bounds_strings_and_drops_unenforceable_keywords():
     s = decoding_schema({"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer",
                                                                                       "minimum": 1}}})
-    assert s["properties"]["q"]["maxLength"] == 200 and "minimum" not in s["properties"]["n"]
+    assert s["properties"]["q"]["maxLength"] == 200 and s["properties"]["q"]["minLength"] == 1
+    assert "minimum" not in s["properties"]["n"]
 
 
 def test_tool_results_render_as_tool_turns_in_the_chat_template():
