@@ -1,6 +1,7 @@
 """The agent loop with scripted models: calls, observations, limits, traces, guard hooks, memory."""
 
 import json
+import re
 import time
 
 import pytest
@@ -232,3 +233,13 @@ def test_constrained_react_step_from_a_random_model_parses(random_lm):
     text = r.trace.of("llm")[0]["text"]
     assert r.trace.of("tool_call"), text  # an action, parsed, whose input validated as JSON
     assert "invalid arguments" not in r.tool_results[0].content and "not valid JSON" not in r.tool_results[0].content
+
+
+def test_wall_clock_deadline_stops_decoding_mid_reply(random_lm):
+    """The deadline is checked at every token: a 2000-token constrained reply is cut, not waited for."""
+    llm = EngineChat(random_lm, repetition_penalty=1.0)
+    reply = llm.chat([{"role": "user", "content": "go"}], max_tokens=3000, regex="([a-z]{1000}){2}",
+                     deadline=time.monotonic() + 0.3)
+    assert reply.finish_reason == "time" and 0 < reply.completion_tokens < 2000
+    assert re.fullmatch("[a-z]+", reply.text)
+    assert llm.scheduler.running == 0  # the cancelled request left the scheduler

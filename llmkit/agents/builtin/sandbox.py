@@ -7,7 +7,7 @@ Layers, each covering what the one before misses:
    file size (stdout/stderr go to files, so output floods hit it too), open files,
    no core dumps, and no new processes (RLIMIT_NPROC; the kernel ignores it for root).
 3. An audit hook (PEP 578) installed before the user's code runs: open() outside the
-   scratch dir (reads of the interpreter's own library excepted, imports need them),
+   scratch dir (read-only access to sys.prefix / sys.base_prefix excepted: imports need it),
    directory and file operations outside it, every socket operation, fork / exec /
    spawn / subprocess / os.system / kill, ctypes and the modules that bypass the hooks
    (_ctypes, _posixsubprocess) raise PermissionError.
