@@ -23,6 +23,12 @@ sql: the question asks for counts, totals, lists or facts stored in the database
 docs: the question is about the products described in the documents: {docs}.
 direct: general knowledge or conversation; neither the database nor the documents help.
 Reply with one word: sql, docs or direct."""
+# few-shot demonstrations of the choice: a small model picks up a labelled example far better than a rule
+ROUTE_EXAMPLES = [("How many rows have a price above 100?", "sql"),
+                  ("What does the manual say about charging the device?", "docs"),
+                  ("Who wrote Hamlet?", "direct"),
+                  ("Which customer placed the most recent order?", "sql"),
+                  ("How do I reset it to factory settings?", "docs")]
 GRADE_PROMPT = """Does the passage help answer the question? Reply yes or no.
 
 Passage: {passage}
@@ -72,7 +78,9 @@ class Router:
             return options[0]
         tables = ", ".join(self.db.tables()) if self.db is not None else "(none)"
         system = ROUTE_PROMPT.format(tables=tables, docs=self.docs_topic)
-        reply = self.llm.chat([{"role": "system", "content": system}, {"role": "user", "content": question}],
+        demos = [turn for q, a in ROUTE_EXAMPLES if a in options
+                 for turn in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        reply = self.llm.chat([{"role": "system", "content": system}, *demos, {"role": "user", "content": question}],
                               max_tokens=4, regex=_choice_regex(options))
         choice = reply.text.strip()
         if trace is not None:
