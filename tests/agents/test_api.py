@@ -59,3 +59,16 @@ def test_smollm2_calls_the_calculator_and_answers(smollm2):
     r = agent_run("What is 17 * 23?", tools="calculator", llm=EngineChat(smollm2), step_tokens=64)
     assert r.tool_results and r.tool_results[0].ok and r.tool_results[0].content == "391"
     assert "391" in r.answer
+
+
+def test_cli_agent_run_json_and_chat_exit(tmp_path):
+    trace = tmp_path / "run.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "llmkit", "agent", "run", "What is 17 * 23?", "--json",
+                           "--trace", str(trace)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["tool_calls"][0]["name"] == "calculator" and out["tool_calls"][0]["content"] == "391"
+    assert trace.read_text().strip().splitlines()[-1].startswith('{"t"')
+    proc = subprocess.run([sys.executable, "-m", "llmkit", "agent", "chat", "--tools", "calculator,python"],
+                          input="/help\n/exit\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "tools: calculator, python" in proc.stdout and "/reset" in proc.stdout
