@@ -25,6 +25,7 @@ EXTRA_MODULES: tuple[str, ...] = (
     "llmkit.cli.rag",
     "llmkit.cli.finetune",
     "llmkit.cli.redteam",
+    "llmkit.cli.agent",
 )
 EXTRA_VERBS: tuple[str, ...] = (
     "tokenizer",
@@ -41,6 +42,7 @@ EXTRA_VERBS: tuple[str, ...] = (
     "finetune",
     "lora",
     "redteam",
+    "agent",
 )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 OPEN_TAG = "<tool_call>"
+CLOSE_TAG = "</tool_call>"
 
 
 @dataclass
@@ -69,6 +70,17 @@ def tools_system_prompt(tools: list[dict]) -> str:
             "<args-json-object>}\n</tool_call>")
 
 
+def with_tools_preamble(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """`messages` with the tool preamble appended to the system turn (one is added when missing)."""
+    out = list(messages)
+    preamble = tools_system_prompt(tools)
+    if out and out[0]["role"] == "system":
+        out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + preamble}
+    else:
+        out.insert(0, {"role": "system", "content": preamble})
+    return out
+
+
 def tool_call_schema(tools: list[dict], names: list[str] | None = None) -> dict:
     """JSON schema of one call to one of `tools` (restricted to `names`): for tool_choice=required."""
     options = []
@@ -80,3 +92,15 @@ def tool_call_schema(tools: list[dict], names: list[str] | None = None) -> dict:
         options.append({"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": params},
                         "required": ["name", "arguments"]})
     return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def call_block_regex(call_schema: dict) -> str:
+    """The regex of one `<tool_call>{json}</tool_call>` block whose JSON validates under `call_schema`."""
+    from llmkit.generate.constrain.schema import schema_regex
+
+    return re.escape(OPEN_TAG) + "\n?" + schema_regex(call_schema) + "\n?" + re.escape(CLOSE_TAG)
+
+
+def tool_call_regex(tools: list[dict], names: list[str] | None = None) -> str:
+    """One well-formed call to one of `tools` (restricted to `names`): what constrained decoding enforces."""
+    return call_block_regex(tool_call_schema(tools, names))

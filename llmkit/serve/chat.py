@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from llmkit.core.errors import GenerationError
 from llmkit.generate.engine import TokenLogprob
 from llmkit.generate.text import held_suffix
-from llmkit.generate.tools import OPEN_TAG, format_tool_call, parse_tool_calls, tools_system_prompt
+from llmkit.generate.tools import OPEN_TAG, format_tool_call, parse_tool_calls, with_tools_preamble
 from llmkit.serve.common import (Tally, check_n, collect, new_id, now, sampling_params, sse, stream_deltas,
                                  submit_choices, token_str, usage)
 from llmkit.serve.constraints import constraint_factory
@@ -59,13 +59,7 @@ def chat_messages(messages: list[ChatMessage], tools: list[dict] | None, templat
             out[0] = {"role": "system", "content": hooks.system_prompt(out[0]["content"])}
         else:
             out.insert(0, {"role": "system", "content": hooks.system_prompt(None)})
-    if tools and not template_has_tools:
-        preamble = tools_system_prompt(tools)
-        if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + preamble}
-        else:
-            out.insert(0, {"role": "system", "content": preamble})
-    return out
+    return with_tools_preamble(out, tools) if tools and not template_has_tools else out
 
 
 def _active_tools(body: ChatRequest) -> list[dict] | None:

@@ -7,13 +7,11 @@ guided_json / guided_regex / guided_choice (vLLM's names), and tool_choice
 
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 from llmkit.core.errors import GenerationError
-from llmkit.generate.constrain import (compile_choice, compile_json_object, compile_json_schema, compile_regex,
-                                       schema_regex)
-from llmkit.generate.tools import tool_call_schema
+from llmkit.generate.constrain import compile_choice, compile_json_object, compile_json_schema, compile_regex
+from llmkit.generate.tools import call_block_regex, tool_call_schema
 
 
 def _forced_tool(body) -> dict | None:
@@ -52,7 +50,7 @@ def constraint_factory(state, body, response_format=None) -> Callable[[], object
         asked.append(lambda: compile_choice(body.guided_choice, tok, eos, vocab))
     forced = _forced_tool(body)
     if forced is not None:
-        pattern = re.escape("<tool_call>") + "\n?" + schema_regex(forced) + "\n?" + re.escape("</tool_call>")
+        pattern = call_block_regex(forced)
         asked.append(lambda: compile_regex(pattern, tok, eos, vocab))
     if len(asked) > 1:
         raise GenerationError("more than one output constraint given",

@@ -1,0 +1,142 @@
+"""Typed functions behind `llmkit agent run` and `llmkit agent chat` (also the Python entry points).
+
+    r = agent_run("What is 17 * 23?", tools="calculator")            # SmolLM2 by default
+    r = agent_run("How many orders are there?", tools="sql", trace="run.jsonl")
+    r = agent_run("How long is the lamp warranty?", tools="rag", mode="react")
+
+Tool specs, comma-separated: `calculator`, `python`, `sql` (the bundled sample shop
+database) or `sql:PATH.db`, `rag` (the bundled sample docs) or `rag:COLLECTION`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from llmkit.agents.errors import AgentError
+from llmkit.agents.loop import Agent, AgentResult, Limits
+from llmkit.agents.memory import SummaryMemory
+from llmkit.agents.tools import Tool
+from llmkit.core.fileio import atomic_write_file
+
+TOOL_KINDS = ("calculator", "python", "sql", "rag")
+
+
+def build_tools(spec: str | Sequence[str], rag_db: str | None = None) -> list[Tool]:
+    """`calculator,python,sql:shop.db,rag:docs` -> tools. `sql` / `rag` alone use the bundled samples."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    tools: list[Tool] = []
+    for item in items:
+        kind, _, arg = item.partition(":")
+        if kind == "calculator":
+            from llmkit.agents.builtin.calculator import calculator
+
+            tools.append(calculator)
+        elif kind == "python":
+            from llmkit.agents.builtin.sandbox import python
+
+            tools.append(python)
+        elif kind == "sql":
+            from llmkit.agents.builtin.sql import sample_db_path, sql_tool
+
+            tools.append(sql_tool(arg or sample_db_path()))
+        elif kind == "rag":
+            from llmkit.agents.builtin.retriever import retriever_tool, sample_docs_collection
+
+            tools.append(retriever_tool(arg or sample_docs_collection(rag_db), rag_db))
+        else:
+            raise AgentError(f"unknown tool {item!r}", f"use a comma-separated list of {', '.join(TOOL_KINDS)} "
+                                                       "(sql:PATH.db, rag:COLLECTION)")
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise AgentError(f"tool list {items} names the same tool twice", "list each tool once")
+    return tools
+
+
+def make_agent(tools: str | Sequence[str | Tool] = "calculator", model="smollm2", mode: str = "native",
+               tool_choice: str = "first", constrained: bool = True, system: str | None = None,
+               limits: Limits | None = None, allowed_tools: Sequence[str] | None = None, guard=None,
+               few_shot: bool = True, memory=None, rag_db: str | None = None, llm=None) -> Agent:
+    """An Agent over a loaded model (`llm`, any ChatModel) or one loaded by name."""
+    if isinstance(tools, str):
+        resolved = build_tools(tools, rag_db)
+    else:
+        resolved = [t for t in tools if isinstance(t, Tool)] + build_tools([t for t in tools if isinstance(t, str)],
+                                                                             rag_db)
+    if llm is None:
+        from llmkit.agents.llm import EngineChat
+
+        llm = EngineChat.load(model) if isinstance(model, str) else EngineChat(model)
+    return Agent(llm, resolved, mode=mode, system=system, tool_choice=tool_choice, constrained=constrained,
+                 guard=guard, allowed_tools=allowed_tools, limits=limits, memory=memory, few_shot=few_shot)
+
+
+def write_trace(result: AgentResult, trace: str | Path | None = None, transcript: str | Path | None = None) -> None:
+    if trace:
+        result.trace.write_jsonl(trace)
+    if transcript:
+        atomic_write_file(transcript, result.trace.transcript())
+
+
+def agent_run(task: str, tools: str | Sequence[str | Tool] = "calculator", model="smollm2", mode: str = "native",
+              tool_choice: str = "first", constrained: bool = True, max_steps: int = 6, max_seconds: float = 300.0,
+              max_tokens: int = 2048, step_tokens: int = 256, system: str | None = None,
+              allowed_tools: Sequence[str] | None = None, guard=None, few_shot: bool = True,
+              trace: str | Path | None = None, transcript: str | Path | None = None, rag_db: str | None = None,
+              llm=None) -> AgentResult:
+    """Run one task to an answer or a limit; the trace (JSONL) and transcript (text) are written when asked."""
+    limits = Limits(max_steps=max_steps, max_seconds=max_seconds, max_tokens=max_tokens, step_tokens=step_tokens)
+    agent = make_agent(tools, model, mode, tool_choice, constrained, system, limits, allowed_tools, guard, few_shot,
+                       rag_db=rag_db, llm=llm)
+    result = agent.run(task)
+    write_trace(result, trace, transcript)
+    return result
+
+
+HELP = "commands: /reset (forget the conversation), /trace (show the last run), /help, /exit"
+
+
+def agent_chat(tools: str | Sequence[str | Tool] = "calculator", model="smollm2", mode: str = "native",
+               tool_choice: str = "auto", memory_tokens: int = 1024, max_steps: int = 6, guard=None,
+               trace: str | Path | None = None, read: Callable[[str], str] = input,
+               write: Callable[[str], object] = sys.stdout.write, llm=None, rag_db: str | None = None) -> int:
+    """A REPL over one agent whose memory summarizes to stay within `memory_tokens`; returns turns served.
+
+    With `trace`, every turn's events are appended to one JSONL file (rewritten atomically each turn).
+    """
+    agent = make_agent(tools, model, mode, tool_choice, limits=Limits(max_steps=max_steps), guard=guard,
+                       rag_db=rag_db, llm=llm)
+    agent.memory = SummaryMemory(agent.llm, budget_tokens=memory_tokens)
+    write(f"tools: {', '.join(agent.tools.names()) or 'none'}\n{HELP}\n")
+    turns, log, last = 0, "", None
+    while True:
+        try:
+            line = read(">>> ")
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            return turns
+        cmd = line.strip()
+        if not cmd:
+            continue
+        if cmd in ("/exit", "/quit"):
+            return turns
+        if cmd == "/help":
+            write(HELP + "\n")
+        elif cmd == "/reset":
+            agent.memory.clear()
+            write("(conversation forgotten)\n")
+        elif cmd == "/trace":
+            write(last.trace.transcript() if last else "(no run yet)\n")
+        elif cmd.startswith("/"):
+            write(f"unknown command {cmd.split()[0]!r}; {HELP}\n")
+        else:
+            last = agent.run(line)
+            turns += 1
+            for r in last.tool_results:
+                write(f"  {r.line()}\n")
+            note = "" if last.stop_reason == "answer" else f" ({last.stop_reason})"
+            write(f"{last.answer}{note}\n")
+            if trace:
+                log += last.trace.to_jsonl()
+                atomic_write_file(trace, log)
