@@ -15,6 +15,24 @@ def _common(p) -> None:
     p.add_argument("--max-steps", type=int, default=6, help="most model calls per task (default %(default)s)")
     p.add_argument("--rag-db", default=None, help="SQLite file of the RAG store (default: the rag default store)")
     p.add_argument("--trace", default=None, help="write every message, tool call and timing here as JSONL")
+    p.add_argument("--guard", action="store_true",
+                   help="prompt-injection defences (llmkit.guard): tool outputs spotlighted, instruction-hierarchy "
+                        "system prompt with a canary, PII redacted, outputs checked for leaks")
+    p.add_argument("--allow", default=None,
+                   help="comma-separated tool allow-list; a call to any other tool becomes an error observation")
+
+
+def _guard(a):
+    """Composed here: agents and guard are sibling layers, neither imports the other."""
+    if not a.guard:
+        return None
+    from llmkit.guard import Guard
+
+    return Guard()
+
+
+def _allowed(a):
+    return [t.strip() for t in a.allow.split(",") if t.strip()] if a.allow else None
 
 
 def cmd_run(a) -> None:
@@ -23,7 +41,8 @@ def cmd_run(a) -> None:
     r = agent_run(a.task, tools=a.tools, model=a.model, mode="react" if a.react else "native",
                   tool_choice=a.tool_choice, constrained=not a.no_constrain, max_steps=a.max_steps,
                   max_seconds=a.max_seconds, max_tokens=a.max_tokens, system=a.system, few_shot=not a.zero_shot,
-                  trace=a.trace, transcript=a.transcript, rag_db=a.rag_db)
+                  trace=a.trace, transcript=a.transcript, rag_db=a.rag_db, guard=_guard(a),
+                  allowed_tools=_allowed(a))
     if a.json:
         print(json.dumps({"answer": r.answer, "stop_reason": r.stop_reason, "steps": r.steps,
                           "tool_calls": [t.to_dict() for t in r.tool_results], "prompt_tokens": r.prompt_tokens,
@@ -41,7 +60,7 @@ def cmd_chat(a) -> None:
     from llmkit.agents.api import agent_chat
 
     agent_chat(tools=a.tools, model=a.model, mode="react" if a.react else "native", max_steps=a.max_steps,
-               memory_tokens=a.memory_tokens, trace=a.trace, rag_db=a.rag_db)
+               memory_tokens=a.memory_tokens, trace=a.trace, rag_db=a.rag_db, guard=_guard(a))
 
 
 def register(sub) -> None:

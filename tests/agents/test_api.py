@@ -72,3 +72,26 @@ def test_cli_agent_run_json_and_chat_exit(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "llmkit", "agent", "chat", "--tools", "calculator,python"],
                           input="/help\n/exit\n", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "tools: calculator, python" in proc.stdout and "/reset" in proc.stdout
+
+
+def test_cli_guard_and_allow_reach_the_agent(monkeypatch, capsys):
+    """`llmkit agent run --guard --allow` composes llmkit.guard's Guard into the loop (cli is above both layers)."""
+    import llmkit.agents.api as api
+    from llmkit.cli.main import main
+    from llmkit.guard import Guard
+
+    seen = {}
+
+    class Result:
+        answer, stop_reason, tool_results = "391", "answer", []
+
+    def fake_run(task, **kw):
+        seen.update(kw, task=task)
+        return Result()
+
+    monkeypatch.setattr(api, "agent_run", fake_run)
+    main(["agent", "run", "What is 17 * 23?", "--guard", "--allow", "calculator, python"])
+    assert isinstance(seen["guard"], Guard) and seen["allowed_tools"] == ["calculator", "python"]
+    assert capsys.readouterr().out.strip().endswith("391")
+    main(["agent", "run", "What is 17 * 23?"])
+    assert seen["guard"] is None and seen["allowed_tools"] is None
