@@ -1,6 +1,6 @@
-"""Fine-tuning throughput and peak memory on SmolLM2-135M: full vs LoRA, llmkit vs transformers+PEFT.
+"""Fine-tuning throughput and peak memory on SmolLM2-135M: full vs LoRA vs QLoRA, llmkit vs transformers+PEFT.
 
-    python bench/finetune.py [--steps 8] [--batch 4]
+    python bench/finetune.py [--steps 8] [--batch 4] [--adapters full,lora,qlora]
 
 Each configuration runs in its own process (peak RSS is per process). The
 same SFT batches (3-digit addition conversations, right-padded) go through
@@ -98,14 +98,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--adapters", default="full,lora,qlora", help="comma-separated: full, lora, qlora")
     p.add_argument("--impl", default=None, help=argparse.SUPPRESS)
     p.add_argument("--adapter", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.impl:
         return child(args)
     rows = []
-    for adapter in ("full", "lora"):
-        for impl in ("llmkit", "hf"):
+    for adapter in args.adapters.split(","):
+        # QLoRA has no CPU peer: bitsandbytes' 4-bit layers target CUDA, so that row is llmkit only
+        for impl in ("llmkit",) if adapter == "qlora" else ("llmkit", "hf"):
             cmd = [sys.executable, __file__, "--impl", impl, "--adapter", adapter, "--steps", str(args.steps),
                    "--batch", str(args.batch)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -113,8 +115,8 @@ def main() -> None:
             print(rows[-1], flush=True)
     print("\n| method | impl | tok/s | peak RSS (MB) |\n|---|---|---|---|")
     for r in rows:
-        peer = next(x for x in rows if x["adapter"] == r["adapter"] and x["impl"] == "hf")
-        ratio = f" ({r['tok_s'] / peer['tok_s']:.2f}x)" if r["impl"] == "llmkit" else ""
+        peer = next((x for x in rows if x["adapter"] == r["adapter"] and x["impl"] == "hf"), None)
+        ratio = f" ({r['tok_s'] / peer['tok_s']:.2f}x)" if r["impl"] == "llmkit" and peer else ""
         print(f"| {r['adapter']} | {'llmkit' if r['impl'] == 'llmkit' else 'transformers+PEFT'} | "
               f"{r['tok_s']:.0f}{ratio} | {r['peak_rss_mb']:.0f} |")
 

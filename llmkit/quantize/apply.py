@@ -168,6 +168,17 @@ def gptq_model(model: Transformer, calib: torch.Tensor, bits: int, group_size: i
     return out
 
 
+def nf4_base(model: nn.Module, names: list[str], block_size: int = 64) -> None:
+    """QLoRA's base: the named Linear layers become frozen NF4 (double-quantized) layers, in place."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        lin = getattr(parent, child)
+        if isinstance(lin, NF4Linear):
+            continue
+        setattr(parent, child, NF4Linear.from_linear(lin, block_size, double_quant=True))
+
+
 def awq_scale_model(model: Transformer, calib: torch.Tensor, bits: int, group_size: int, symmetric: bool,
                     max_rows: int = 2048, clip: bool = True) -> list[list[float]]:
     """Search and fold AWQ scales into every block (the fp model's outputs do not change), then, with

@@ -22,7 +22,7 @@ import torch
 
 from llmkit.core.errors import ConfigError
 from llmkit.model.lora import AdapterError, LoRAConfig, adapters_disabled, apply_lora, has_lora, load_lora_state_dict, \
-    lora_state_dict
+    lora_modules, lora_state_dict
 from llmkit.train.ft_config import FinetuneConfig
 from llmkit.train.loop import Objective, TrainResult, fit, setup_run
 from llmkit.train.losses import dpo_loss, kto_loss, lm_loss, orpo_loss, sequence_logprobs
@@ -44,9 +44,13 @@ def build_policy(cfg: FinetuneConfig, resume_from: Path | None = None, need_refe
         raise ConfigError("init_from is empty", "name the base model, e.g. init_from=smollm2")
     lm = load_model(cfg.init_from, device="cpu", dtype="float32")
     model, frozen = lm.model, None
-    if cfg.adapter == "lora":
-        apply_lora(model, LoRAConfig(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets),
-                                     init_seed=cfg.seed))
+    if cfg.adapter in ("lora", "qlora"):
+        lora = LoRAConfig(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets), init_seed=cfg.seed)
+        apply_lora(model, lora)
+        if cfg.adapter == "qlora":  # the frozen base under each adapter in 4-bit NF4 (double-quantized scales)
+            from llmkit.quantize.apply import nf4_base
+
+            nf4_base(model, [f"{name}.base" for name, _ in lora_modules(model)], cfg.qlora_block)
     elif need_reference:  # full fine-tuning: the reference is a frozen copy of the starting weights
         import copy
 

@@ -18,7 +18,7 @@ from llmkit.train.config import TrainConfig, read_yaml_config
 
 FT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
-ADAPTERS = ("lora", "full")
+ADAPTERS = ("lora", "qlora", "full")
 
 
 @dataclass
@@ -33,7 +33,8 @@ class FinetuneConfig(TrainConfig):
     template: str | None = None  # chat template override (chatml, llama3, alpaca); default: the model's own
     max_len: int = 512  # tokens per example (prompt + answer); longer answers are cut
     out_dir: str = "runs/finetune"
-    adapter: str = "lora"  # lora | full
+    adapter: str = "lora"  # lora | qlora (LoRA on an NF4-quantized frozen base) | full
+    qlora_block: int = 64  # NF4 block size of the qlora base (64, as in the QLoRA paper)
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -71,13 +72,13 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError(f"unknown fine-tuning method {self.method!r}", f"use one of {list(METHODS)}")
         if self.adapter not in ADAPTERS:
             raise ConfigError(f"unknown adapter {self.adapter!r}",
-                              f"use one of {list(ADAPTERS)} (QLoRA arrives with llmkit.quantize)")
+                              f"use one of {list(ADAPTERS)}")
         if self.max_len < 8:
             raise ConfigError(f"max_len={self.max_len} is too small", "set max_len to at least 8")
         if self.group_size < 2 and self.method == "grpo":
             raise ConfigError(f"group_size={self.group_size}: GRPO compares samples within a group",
                               "set group_size >= 2")
-        if self.fsdp and self.adapter == "lora":
+        if self.fsdp and self.adapter in ("lora", "qlora"):
             raise ConfigError("FSDP with LoRA is not supported", "use DDP (the default under torchrun)")
 
 
