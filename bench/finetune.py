@@ -36,7 +36,7 @@ def _data(path: Path, n: int = 256) -> Path:
 
 
 def run_llmkit(adapter: str, steps: int, batch: int, tmp: Path) -> dict:
-    from llmkit.train.finetune import finetune
+    from llmkit.train.finetune import build_policy, finetune
     from llmkit.train.ft_config import FinetuneConfig
 
     cfg = FinetuneConfig(method="sft", init_from="smollm2", data=str(_data(tmp / "d.jsonl")), out_dir=str(tmp / "run"),
@@ -44,9 +44,17 @@ def run_llmkit(adapter: str, steps: int, batch: int, tmp: Path) -> dict:
                          lr=1e-4, warmup=1, log_every=1, eval_every=10**6, ckpt_every=10**6, progress=False,
                          save_merged=False, device="cpu")
     finetune(cfg)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the policy is rebuilt below
     recs = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     recs = [r for r in recs if "tokens" in r]
-    return {"tok_s": (recs[-1]["tokens"] - recs[0]["tokens"]) / (recs[-1]["time"] - recs[0]["time"])}
+    return {"tok_s": (recs[-1]["tokens"] - recs[0]["tokens"]) / (recs[-1]["time"] - recs[0]["time"]),
+            "peak_rss_mb": peak, "weights_mb": round(_weight_mb(build_policy(cfg).model))}
+
+
+def _weight_mb(model) -> float:
+    """Bytes of every parameter and buffer the training model holds (tied tensors once): what QLoRA shrinks."""
+    seen = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    return sum(seen.values()) / 2**20
 
 
 def run_hf(adapter: str, steps: int, batch: int, tmp: Path) -> dict:
@@ -90,7 +98,7 @@ def child(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fn = run_llmkit if args.impl == "llmkit" else run_hf
         res = fn(args.adapter, args.steps, args.batch, Path(tmp))
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(res))
 
 
@@ -113,12 +121,12 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append({"adapter": adapter, "impl": impl, **json.loads(out)})
             print(rows[-1], flush=True)
-    print("\n| method | impl | tok/s | peak RSS (MB) |\n|---|---|---|---|")
+    print("\n| method | impl | tok/s | peak RSS (MB) | model weights (MB) |\n|---|---|---|---|---|")
     for r in rows:
         peer = next((x for x in rows if x["adapter"] == r["adapter"] and x["impl"] == "hf"), None)
         ratio = f" ({r['tok_s'] / peer['tok_s']:.2f}x)" if r["impl"] == "llmkit" and peer else ""
         print(f"| {r['adapter']} | {'llmkit' if r['impl'] == 'llmkit' else 'transformers+PEFT'} | "
-              f"{r['tok_s']:.0f}{ratio} | {r['peak_rss_mb']:.0f} |")
+              f"{r['tok_s']:.0f}{ratio} | {r['peak_rss_mb']:.0f} | {r.get('weights_mb', 0) or '—'} |")
 
 
 if __name__ == "__main__":

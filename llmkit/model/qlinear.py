@@ -210,12 +210,30 @@ def double_dequantize(q: torch.Tensor, s: torch.Tensor, mean: torch.Tensor) -> t
     return q.float() * s[idx] + mean
 
 
+class _DequantMatmul(torch.autograd.Function):
+    """y = x W^T with W dequantized in forward *and again in backward*, so autograd keeps no fp copy of W.
+
+    Saving the dequantized weight for backward (what F.linear would do) would hold every layer's
+    full-precision weight until the backward pass: the memory QLoRA exists to save.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "NF4Linear") -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.dequantize(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.dequantize(grad.dtype), None  # dL/dx = dL/dy W; the codes get no gradient
+
+
 class NF4Linear(_KeepFormat):
     """A frozen NF4 weight (QLoRA's storage) with an ordinary, differentiable-in-x forward.
 
-    The weight is dequantized to ``x.dtype`` on each call and used in F.linear,
-    so gradients flow to the input (and to a LoRA adapter put around it), never
-    to the 4-bit codes.
+    The weight is dequantized to ``x.dtype`` on each call, so gradients flow to
+    the input (and to a LoRA adapter put around it), never to the 4-bit codes.
+    When the input needs a gradient, backward dequantizes again instead of
+    keeping the full-precision weight alive (_DequantMatmul).
     """
 
     def __init__(self, in_features: int, out_features: int, block_size: int = 64, double_quant: bool = True,
@@ -267,6 +285,9 @@ class NF4Linear(_KeepFormat):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None
+        if torch.is_grad_enabled() and x.requires_grad:
+            y = _DequantMatmul.apply(x, self)
+            return y + bias if bias is not None else y
         return F.linear(x, self.dequantize(x.dtype), bias)
 
     def extra_repr(self) -> str:

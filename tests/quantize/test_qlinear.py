@@ -120,3 +120,22 @@ def test_nf4_forward_is_differentiable_in_x():
     y.sum().backward()
     torch.testing.assert_close(x.grad, layer.dequantize().sum(0).expand(3, 128))
     assert not any(b.requires_grad for b in layer.buffers())
+
+
+def test_nf4_backward_equals_plain_linear_and_keeps_no_weight():
+    """QLoRA's backward: same input gradient as F.linear on the dequantized weight; the codes get none."""
+    torch.manual_seed(0)
+    layer = NF4Linear.from_linear(torch.nn.Linear(64, 32, bias=True), block_size=64)
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    y = layer(x)
+    saved = [t for t in (y.grad_fn.next_functions[0][0].saved_tensors if hasattr(y.grad_fn.next_functions[0][0], "saved_tensors") else ())]
+    assert not any(t.shape == (32, 64) for t in saved)  # no dequantized weight kept for backward
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.linear(x2, layer.dequantize(), layer.bias)
+    (ref * g).sum().backward()
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(x.grad, x2.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref)
