@@ -235,11 +235,20 @@ def test_constrained_react_step_from_a_random_model_parses(random_lm):
     assert "invalid arguments" not in r.tool_results[0].content and "not valid JSON" not in r.tool_results[0].content
 
 
-def test_wall_clock_deadline_stops_decoding_mid_reply(random_lm):
-    """The deadline is checked at every token: a 2000-token constrained reply is cut, not waited for."""
+def test_wall_clock_deadline_stops_decoding_mid_reply(random_lm, monkeypatch):
+    """The deadline is checked at every token: a 2000-token constrained reply is cut, not waited for.
+
+    The clock is a counter that ticks once per check, so the cut lands mid-reply however loaded the machine is.
+    """
+    import itertools
+
+    import llmkit.agents.llm as llm_mod
+
+    ticks = itertools.count()
+    monkeypatch.setattr(llm_mod, "time", type("Clock", (), {"monotonic": staticmethod(lambda: float(next(ticks)))}))
     llm = EngineChat(random_lm, repetition_penalty=1.0)
     reply = llm.chat([{"role": "user", "content": "go"}], max_tokens=3000, regex="([a-z]{1000}){2}",
-                     deadline=time.monotonic() + 0.3)
+                     deadline=50.0)
     assert reply.finish_reason == "time" and 0 < reply.completion_tokens < 2000
     assert re.fullmatch("[a-z]+", reply.text)
     assert llm.scheduler.running == 0  # the cancelled request left the scheduler
