@@ -22,8 +22,8 @@ import numpy as np
 
 from llmkit.core.errors import ConfigError, LLMKitError
 from llmkit.rag.filters import json_value, parse, to_sql
-from llmkit.rag.sqlite_store import EXACT_BELOW, _dedupe
-from llmkit.rag.store import (CollectionInfo, Hit, VectorStore, check_same_collection, check_vectors,
+from llmkit.rag.sqlite_store import EXACT_BELOW
+from llmkit.rag.store import (CollectionInfo, Hit, VectorStore, check_same_collection, check_vectors, dedupe,
                               missing_collection)
 
 K1, B = 1.2, 0.75
@@ -187,7 +187,7 @@ class PostgresStore(VectorStore):
 
     def _checked(self, collection: str, chunks: Sequence, vectors: np.ndarray):
         r = self._row(collection)
-        return (r, *_dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks))))
+        return (r, *dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks))))
 
     def _insert(self, cid: int, chunks: Sequence, vectors: np.ndarray) -> None:
         t = f"llmkit_chunks_{cid}"

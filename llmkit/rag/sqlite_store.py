@@ -20,7 +20,7 @@ import numpy as np
 
 from llmkit.rag.ann import HNSWIndex, exact_topk
 from llmkit.rag.filters import parse, to_sql
-from llmkit.rag.store import (CollectionInfo, Hit, VectorStore, check_same_collection, check_vectors,
+from llmkit.rag.store import (CollectionInfo, Hit, VectorStore, check_same_collection, check_vectors, dedupe,
                               missing_collection)
 
 MIGRATIONS = [  # applied in order; PRAGMA user_version = how many have run
@@ -42,13 +42,6 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
-def _dedupe(chunks: Sequence, vectors: np.ndarray) -> tuple[list, np.ndarray]:
-    """The same id twice in one write: the last one wins (as two upserts in a row would)."""
-    last = {c.id: i for i, c in enumerate(chunks)}
-    if len(last) == len(chunks):
-        return list(chunks), vectors
-    keep = sorted(last.values())
-    return [chunks[i] for i in keep], vectors[keep]
 
 
 def _meta_column(key: str) -> str:
@@ -197,7 +190,7 @@ class SQLiteStore(VectorStore):
 
     def replace_source(self, collection, source, file_hash, mtime, chunks, vectors) -> None:
         r = self._row(collection)
-        chunks, vectors = _dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
+        chunks, vectors = dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
         with self._tx() as db:
             old = [x for (x,) in db.execute("SELECT rowid FROM chunks WHERE cid = ? AND source = ?", (r[0], source))]
             self._delete_rows(db, r[0], old)
@@ -209,7 +202,7 @@ class SQLiteStore(VectorStore):
 
     def upsert(self, collection, chunks, vectors) -> None:
         r = self._row(collection)
-        chunks, vectors = _dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
+        chunks, vectors = dedupe(chunks, check_vectors(CollectionInfo(r[1], r[2], r[3]), vectors, len(chunks)))
         with self._tx() as db:
             added, replaced = self._insert(db, r[0], chunks, vectors)
             gen = self._bump(db, r[0])

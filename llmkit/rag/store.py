@@ -137,6 +137,15 @@ def check_same_collection(row, name: str, dim: int, embedder: str) -> None:
             f"use --embedder {row[3]} or another --collection")
 
 
+def dedupe(chunks: Sequence, vectors: np.ndarray) -> tuple[list, np.ndarray]:
+    """The same id twice in one write: the last one wins (as two upserts in a row would)."""
+    last = {c.id: i for i, c in enumerate(chunks)}
+    if len(last) == len(chunks):
+        return list(chunks), vectors
+    keep = sorted(last.values())
+    return [chunks[i] for i in keep], vectors[keep]
+
+
 def check_vectors(info: CollectionInfo, vectors: np.ndarray, n: int | None = None) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:
