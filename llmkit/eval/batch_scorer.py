@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import torch
 
 from llmkit.eval.loglik import Scored, score_reference
+from llmkit.generate.prefix import common_prefix
 from llmkit.model import KVCache, Transformer
 
 
@@ -38,14 +39,6 @@ class _Unit:
     ctx: list[int]
     conts: list[list[int]]
     slots: list[tuple[int, int]]  # (group, choice) each continuation's result goes to
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _units(groups: Sequence[Sequence[tuple[list[int], list[int]]]]) -> list[_Unit]:
@@ -73,7 +66,7 @@ def _prefix_runs(units: list[_Unit], min_prefix: int) -> list[tuple[list[int], i
     for i, u in enumerate(units):
         if runs:
             idx, shared = runs[-1]
-            common = _common_prefix(units[idx[-1]].ctx, u.ctx)
+            common = common_prefix(units[idx[-1]].ctx, u.ctx)
             if len(idx) > 1:
                 common = min(common, shared)  # what every unit of the run has in common
             if common >= min_prefix:

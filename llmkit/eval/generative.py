@@ -2,7 +2,8 @@
 
 Prompts are sorted by length and decoded ``batch`` at a time (the engine
 left-pads them into one batch, and rows that hit a stop string leave it), so a
-batch costs about as much as its longest answer. A prompt longer than the
+batch costs about as much as its longest answer. The few-shot examples every prompt starts
+with are prefilled once and reused (the engine's prefix cache). A prompt longer than the
 window keeps its last tokens, leaving room for the answer (as the reference
 harness does).
 """
@@ -34,7 +35,7 @@ def generate_answers(lm, items: list[Item], max_tokens: int, chat: bool = False,
     from llmkit.generate.engine import Engine
     from llmkit.generate.sampling import SamplingParams
 
-    engine = Engine(lm.model, lm.tokenizer)
+    engine = Engine(lm.model, lm.tokenizer, prefix_cache=True)  # few-shot examples: one prefill
     prompts = [prompt_ids(lm, it, max_tokens, chat) for it in items]
     order = sorted(range(len(items)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(items)

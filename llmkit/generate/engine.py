@@ -6,7 +6,8 @@
 
 Rows of different lengths are left-padded into one batch (see KVCache), so one
 forward per step serves every row, each with its own sampling parameters.
-Finished rows leave the batch at once, so the rest decode faster.
+Finished rows leave the batch at once, so the rest decode faster. With ``prefix_cache=True``
+a long prefix that all prompts of a batch share is computed once and reused (llmkit.generate.prefix).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Iterator, Sequence
 import torch
 
 from llmkit.core.errors import ContextOverflowError, GenerationError
+from llmkit.generate.prefix import PrefixCache
 from llmkit.generate.sampling import SamplingParams, process_logits, sample, uses_penalties
 from llmkit.generate.text import TextStream
 from llmkit.model import KVCache, Transformer
@@ -68,8 +70,11 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, model: Transformer, tokenizer, default_stop_ids: Sequence[int] | None = None):
+    def __init__(self, model: Transformer, tokenizer, default_stop_ids: Sequence[int] | None = None,
+                 prefix_cache: bool = False):
         self.model = model.eval()
+        # reuse the KV of a long prompt prefix that every row of a batch shares (few-shot prompts)
+        self.prefix = PrefixCache(model) if prefix_cache else None
         self.tokenizer = tokenizer
         if default_stop_ids is None:
             default_stop_ids = end_of_turn_ids(tokenizer)
@@ -151,7 +156,8 @@ class Engine:
         dtype = self.model.tok_emb.weight.dtype
         cache = KVCache.allocate(self.model.cfg, B, longest + steps, dtype=dtype, device=self.device, start=start)
         counts = self._counts(live)
-        logits = self.model(idx.to(self.device), kv_cache=cache, last_only=True)[:, -1]  # (B, V)
+        skip = self.prefix.fill(cache, [r.prompt for r in live], start) if self.prefix is not None else 0
+        logits = self.model(idx[:, skip:].to(self.device), kv_cache=cache, last_only=True)[:, -1]  # (B, V)
         while live:
             next_ids, deltas = self._pick(live, logits, counts)
             yield deltas

@@ -91,6 +91,15 @@ def decodings(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the sentences (or lines) of ``text``."""
+    return [(m.start(), m.end()) for m in re.finditer(r"[^\n.!?]*(?:[.!?]+|\n|$)", text) if m.group().strip()]
+
+
+def _words(text: str) -> int:
+    return len(re.findall(r"\w+", text))
+
+
 def heuristic_score(text: str) -> tuple[float, list[str]]:
     t = normalize(text)
     hits = [(w, p.pattern[:40]) for w, p in HEURISTICS if p.search(t)]
@@ -108,11 +117,50 @@ class InjectionDetector:
         return float(1.0 / (1.0 + np.exp(-z)))
 
     def detect(self, text: str) -> Detection:
+        """The whole text, and each sentence (and pair of neighbours) of it, scored; the max counts.
+
+        A planted instruction inside a long, ordinary document is diluted in the whole-text n-gram
+        vector; scored on its own sentence it is not.
+        """
+        found = self._detect_one(text)
+        for a, b in self._windows(text):
+            seg = self._detect_one(text[a:b])
+            if seg.score > found.score:
+                found = Detection(seg.score, seg.flagged, [f"sentence at {a}: {r}" for r in seg.reasons])
+        return found
+
+    def flagged_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) spans of the flagged sentences, in order and merged when they touch. A pair of
+        neighbours counts only when it is flagged and neither of its sentences is on its own."""
+        singles = self._windows(text, pairs=False)
+        flagged = {sp for sp in singles if self._detect_one(text[sp[0]:sp[1]]).flagged}
+        hits = set(flagged)
+        for x, y in zip(singles, singles[1:]):
+            if x not in flagged and y not in flagged and self._detect_one(text[x[0]:y[1]]).flagged:
+                hits.add((x[0], y[1]))
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted(hits):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        return merged
+
+    @staticmethod
+    def _windows(text: str, pairs: bool = True) -> list[tuple[int, int]]:
+        """Sentences (and adjacent pairs) of a text of two or more sentences, each of MIN_WORDS+ words."""
+        spans = sentence_spans(text)
+        if len(spans) < 2:
+            return []
+        out = spans + ([(x[0], y[1]) for x, y in zip(spans, spans[1:])] if pairs else [])
+        return [(a, b) for a, b in out if _words(text[a:b]) >= MIN_WORDS]
+
+    def _detect_one(self, text: str) -> Detection:
         best, reasons = 0.0, []
         for name, variant in decodings(text):
             # a text of a few words is too little evidence for the classifier ("Document:" alone is not an
             # attack); the heuristics still look at it
-            p = self.probability(variant) if len(re.findall(r"\w+", variant)) >= MIN_WORDS else 0.0
+            p = self.probability(variant) if _words(variant) >= MIN_WORDS else 0.0
             h, why = heuristic_score(variant)
             score = max(p, h)
             if score >= self.threshold:

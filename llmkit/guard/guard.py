@@ -8,7 +8,8 @@
 
 - ``system_prompt``: the instruction hierarchy (system > user > data) plus a canary token;
 - ``wrap_untrusted``: spotlighting with fresh random markers; injected content is flagged,
-  withheld or raised on, per ``on_injection``;
+  cut out (the flagged sentences, or the whole text when they cannot be isolated) or raised on,
+  per ``on_injection``;
 - ``check_input``: PII redaction and injection detection on what a user sends;
 - ``check_output``: canary-leak (and verbatim system-prompt) detection, then PII redaction.
 
@@ -19,6 +20,7 @@ hold the PII we just removed).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, replace
@@ -32,6 +34,7 @@ from llmkit.guard import spotlight
 ON_INJECTION = ("flag", "block", "raise")
 ON_LEAK = ("withhold", "raise")
 WITHHELD_DATA = "[content withheld by llmkit guard: it looked like a prompt injection]"
+CUT_DATA = " [sentence removed by llmkit guard: it looked like a prompt injection] "
 WITHHELD_REPLY = "[reply withheld by llmkit guard: it revealed the system prompt]"
 MAX_EVENTS = 1000
 
@@ -67,7 +70,7 @@ class GuardConfig:
     pii_kinds: tuple[str, ...] = pii_mod.KINDS
     detect: bool = True  # run the injection detector
     threshold: float | None = None  # detector threshold; None = the detector's default
-    on_injection: str = "block"  # flag: note it; block: withhold data / refuse user input; raise: always raise
+    on_injection: str = "block"  # flag: note it; block: cut injected sentences from data / refuse user input; raise: always raise
     on_leak: str = "withhold"  # withhold: replace the reply; raise: OutputBlockedError
     allowed_tools: tuple[str, ...] | None = None  # per-agent tool allow-list (None = all); enforced by the agent loop
 
@@ -159,9 +162,25 @@ class Guard:
                 raise InjectionDetectedError(f"untrusted content from {source!r} looks like a prompt injection",
                                              "remove the source, or start the guard with on_injection='flag'")
             if self.config.on_injection == "block":
-                text = WITHHELD_DATA
+                text = self._cut_injection(text)
         text = self.redact(text, where)
         return spotlight.spotlight(text, source, self.config.spotlight) if self.config.spotlight else text
+
+    def _cut_injection(self, text: str) -> str:
+        """The flagged sentences replaced by a notice, so the rest of a document still informs the answer;
+        the whole text withheld when the flagged part cannot be isolated."""
+        spans = self.detector.flagged_spans(text)
+        if not spans:
+            return WITHHELD_DATA
+        kept, last = [], 0
+        for a, b in spans:
+            kept += [text[last:a], CUT_DATA]
+            last = b
+        cut = "".join(kept + [text[last:]])
+        rest = cut.replace(CUT_DATA, " ")
+        if not re.search(r"\w", rest) or self.detector.detect(rest).flagged:
+            return WITHHELD_DATA
+        return cut
 
     def leaked(self, text: str, system: str | None = None) -> str | None:
         """How ``text`` leaks the system prompt: a canary form, 'verbatim' quote of ``system``, or None."""

@@ -4,6 +4,7 @@ import torch
 from llmkit.core.errors import ContextOverflowError, GenerationError
 from llmkit.generate import Engine, SamplingParams, beam_search
 from llmkit.generate.naive import naive_greedy
+from llmkit.generate.prefix import PrefixCache
 
 PROMPTS = [[5, 17, 99, 3], [200, 1], [7, 8, 9, 10, 11, 12, 13, 14, 15], [42]]
 
@@ -110,3 +111,32 @@ def test_beam_search_finds_higher_likelihood_than_greedy(tiny_model):
         assert beams[0].logprob == pytest.approx(seq_logprob(p, beams[0].token_ids), abs=1e-3)
         assert beams[0].logprob >= seq_logprob(p, greedy) - 1e-4
         assert [b.score for b in beams] == sorted([b.score for b in beams], reverse=True)
+
+
+def test_prefix_cache_gives_the_same_tokens_and_logprobs(tiny_model, byte_tok):
+    g = torch.Generator().manual_seed(3)
+    shared = torch.randint(0, 256, (64,), generator=g).tolist()
+    tails = [[1], [9, 8, 7, 6, 5], torch.randint(0, 256, (30,), generator=g).tolist(),
+             torch.randint(0, 256, (40,), generator=g).tolist()]
+    prompts = [shared + t for t in tails]
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, logprobs=0)
+    plain = Engine(tiny_model, byte_tok, default_stop_ids=[]).generate(prompts, params)
+    eng = Engine(tiny_model, byte_tok, default_stop_ids=[], prefix_cache=True)
+    cached = eng.generate(prompts, params)
+    assert eng.prefix._ids == tuple(shared)  # it was used, for exactly the shared part
+    assert [c.token_ids for c in cached] == [c.token_ids for c in plain]
+    for a, b in zip(cached, plain):
+        assert [x.logprob for x in a.logprobs] == pytest.approx([x.logprob for x in b.logprobs], abs=1e-4)
+    kv = eng.prefix._kv
+    again = eng.generate(prompts[1:3], params)  # the same prefix: reused, not recomputed
+    assert eng.prefix._kv is kv and [c.token_ids for c in again] == [c.token_ids for c in plain[1:3]]
+    short = [[1, 2, 3], [1, 2, 4]]  # under min_len: not cached
+    assert [c.token_ids for c in eng.generate(short, params)] == \
+        [c.token_ids for c in Engine(tiny_model, byte_tok, default_stop_ids=[]).generate(short, params)]
+    assert eng.prefix._kv is kv
+    tiny = PrefixCache(tiny_model, min_len=4)  # more padding than the prefix is long: rows re-run part of it
+    eng.prefix = tiny
+    uneven = [[3, 1, 4, 1, 5], [3, 1, 4, 1, 9, 2, 6, 5, 3, 5, 8, 9, 7]]
+    assert [c.token_ids for c in eng.generate(uneven, params)] == \
+        [c.token_ids for c in Engine(tiny_model, byte_tok, default_stop_ids=[]).generate(uneven, params)]
+    assert tiny._ids == (3, 1, 4, 1)

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from llmkit.guard import Guard
-from llmkit.guard.guard import WITHHELD_DATA, WITHHELD_REPLY
+from llmkit.guard.guard import CUT_DATA, WITHHELD_DATA, WITHHELD_REPLY
 from llmkit.guard.wiring import chat_hooks, rag_hooks, redact_logs
 from llmkit.rag.pipeline import SYSTEM, Pipeline, format_sources
 from llmkit.rag.retrieve import RetrievalConfig
@@ -53,7 +53,7 @@ def test_rag_guard_spotlights_withholds_and_checks_output():
     system, user = llm.prompts[-1][0]["content"], llm.prompts[-1][-1]["content"]
     assert system.startswith(SYSTEM) and guard.canary in system
     assert "<<untrusted " in user and "source=eiffel.md>>" in user and "330 metres" in user
-    assert WITHHELD_DATA in user and "PWNED" not in user  # the injected chunk never reaches the model
+    assert CUT_DATA.strip() in user and "PWNED" not in user  # the injected sentence never reaches the model
     assert "[EMAIL]" in user and "bob@example.com" not in user
     assert ans.cited == [1] and streamed == [ans.text]  # checked first, then shown once
 
