@@ -1,6 +1,7 @@
-"""Typed functions behind `llmkit agent run` and `llmkit agent chat` (also the Python entry points).
+"""Typed functions behind `llmkit agent run|chat|route` (also the Python entry points).
 
     r = agent_run("What is 17 * 23?", tools="calculator")            # SmolLM2 by default
+    r = agent_route("How many orders are there?", sources="sql,rag")  # r.route == "sql", r.sql, r.answer
     r = agent_run("How many orders are there?", tools="sql", trace="run.jsonl")
     r = agent_run("How long is the lamp warranty?", tools="rag", mode="react")
 
@@ -72,7 +73,7 @@ def make_agent(tools: str | Sequence[str | Tool] = "calculator", model="smollm2"
                  guard=guard, allowed_tools=allowed_tools, limits=limits, memory=memory, few_shot=few_shot)
 
 
-def write_trace(result: AgentResult, trace: str | Path | None = None, transcript: str | Path | None = None) -> None:
+def write_trace(result, trace: str | Path | None = None, transcript: str | Path | None = None) -> None:
     if trace:
         result.trace.write_jsonl(trace)
     if transcript:
@@ -90,6 +91,55 @@ def agent_run(task: str, tools: str | Sequence[str | Tool] = "calculator", model
     agent = make_agent(tools, model, mode, tool_choice, constrained, system, limits, allowed_tools, guard, few_shot,
                        rag_db=rag_db, llm=llm)
     result = agent.run(task)
+    write_trace(result, trace, transcript)
+    return result
+
+
+def _route_sources(spec: str | Sequence[str], rag_db: str | None):
+    """`sql,rag` / `sql:PATH.db,rag:COLLECTION` -> (SQLDatabase or None, retriever tool or None, docs topic)."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    db = retriever = None
+    topic = "the document collection"
+    for item in items:
+        kind, _, arg = item.partition(":")
+        if kind == "sql" and db is None:
+            from llmkit.agents.builtin.sql import SQLDatabase, sample_db_path
+
+            db = SQLDatabase(arg or sample_db_path())
+        elif kind == "rag" and retriever is None:
+            from llmkit.agents.builtin.retriever import retriever_tool, sample_docs_collection, sample_docs_dir
+
+            retriever = retriever_tool(arg or sample_docs_collection(rag_db), rag_db)
+            if arg:
+                topic = f"the '{arg}' document collection"
+            else:  # the bundled manuals: name the products, so the route prompt knows what the docs cover
+                names = sorted(p.stem.replace("-", " ").title() for p in sample_docs_dir().glob("*.md"))
+                topic = "the product manuals of " + ", ".join(names)
+        else:
+            raise AgentError(f"route source {item!r} is unknown or given twice",
+                             "use sql[:PATH.db] and/or rag[:COLLECTION], each once")
+    return db, retriever, topic
+
+
+def agent_route(question: str, sources: str | Sequence[str] = "sql,rag", model="smollm2", k: int = 3,
+                max_tokens: int = 96, rag_db: str | None = None, trace: str | Path | None = None,
+                transcript: str | Path | None = None, llm=None):
+    """Route one question to the database (text-to-SQL), the documents (self-checked RAG) or a direct answer.
+
+    Returns a ``RouteResult`` (route, answer, sql, table, passages, relevance grades, fell_back).
+    """
+    from llmkit.agents.router import Router
+
+    if k < 1 or max_tokens < 1:
+        raise AgentError(f"k={k}, max_tokens={max_tokens}", "both must be at least 1")
+    if not question.strip():
+        raise AgentError("the question is empty", "pass the question to route")
+    db, retriever, topic = _route_sources(sources, rag_db)
+    if llm is None:
+        from llmkit.agents.llm import EngineChat
+
+        llm = EngineChat.load(model) if isinstance(model, str) else EngineChat(model)
+    result = Router(llm, db, retriever, docs_topic=topic, k=k, max_tokens=max_tokens).ask(question)
     write_trace(result, trace, transcript)
     return result
 

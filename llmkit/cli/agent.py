@@ -1,4 +1,4 @@
-"""`llmkit agent run|chat`: argument parsing and printing; the work is llmkit.agents.api."""
+"""`llmkit agent run|chat|route`: argument parsing and printing; the work is llmkit.agents.api."""
 
 from __future__ import annotations
 
@@ -63,6 +63,25 @@ def cmd_chat(a) -> None:
                memory_tokens=a.memory_tokens, trace=a.trace, rag_db=a.rag_db, guard=_guard(a))
 
 
+def cmd_route(a) -> None:
+    from llmkit.agents.api import agent_route
+
+    r = agent_route(a.question, sources=a.sources, model=a.model, k=a.k, max_tokens=a.max_tokens,
+                    rag_db=a.rag_db, trace=a.trace, transcript=a.transcript)
+    if a.json:
+        print(json.dumps({"route": r.route, "answer": r.answer, "sql": r.sql, "table": r.table,
+                          "passages": r.passages, "relevant": r.relevant, "fell_back": r.fell_back},
+                         ensure_ascii=False))
+        return
+    if a.verbose:
+        print(r.trace.transcript(), end="")
+    note = " (no passage passed the relevance check: answered directly)" if r.fell_back else ""
+    print(f"route: {r.route}{note}")
+    if r.sql:
+        print(f"sql: {r.sql}\n{r.table}")
+    print(r.answer)
+
+
 def register(sub) -> None:
     p = sub.add_parser("agent", help="tool-using agents: calculator, sandboxed Python, SQL, RAG",
                        description="Agents over llmkit's engine: tools from typed functions, native <tool_call> "
@@ -86,6 +105,24 @@ def register(sub) -> None:
     q.add_argument("--verbose", "-v", action="store_true", help="print the whole transcript")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=cmd_run)
+
+    q = rs.add_parser("route", help="answer from the database, the documents or directly (router)",
+                      description="One constrained choice picks the source: sql (text-to-SQL over the "
+                                  "database, read-only), docs (retrieval, each passage graded for relevance "
+                                  "first; with none relevant it answers directly) or direct.")
+    q.add_argument("question", help="the question, e.g. \"How many orders are there?\"")
+    q.add_argument("--sources", default="sql,rag",
+                   help="comma-separated: sql[:PATH.db], rag[:COLLECTION]; plain sql / rag use the bundled "
+                        "samples (default %(default)s)")
+    q.add_argument("--model", "-m", default="smollm2", help="model name, .gguf, checkpoint or HF dir (default %(default)s)")
+    q.add_argument("--k", type=int, default=3, help="passages retrieved and graded (default %(default)s)")
+    q.add_argument("--max-tokens", type=int, default=96, help="longest answer (default %(default)s)")
+    q.add_argument("--rag-db", default=None, help="SQLite file of the RAG store (default: the rag default store)")
+    q.add_argument("--trace", default=None, help="write the route, SQL, grades and answer here as JSONL")
+    q.add_argument("--transcript", default=None, help="write a readable transcript here")
+    q.add_argument("--verbose", "-v", action="store_true", help="print the whole transcript")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.set_defaults(func=cmd_route)
 
     q = rs.add_parser("chat", help="interactive agent with memory (a summarizing buffer)")
     _common(q)

@@ -13,6 +13,7 @@ from llmkit.agents.errors import AgentError, ToolCallError
 from llmkit.agents.llm import ScriptedChat
 from llmkit.agents.loop import Agent
 from llmkit.agents.router import Router
+from llmkit.agents.api import agent_route
 
 
 @pytest.mark.parametrize("expr, want", [("17 * 23", 391), ("2 ** 10 - 24", 1000), ("(1 + 2) * 3 / 4", 2.25),
@@ -149,3 +150,23 @@ def test_router_routes_and_self_checks_relevance(docs_db):
     out = Router(llm, sql_db, retriever).ask("Who won the 1998 World Cup?")
     assert out.fell_back and out.answer == "I do not know."
     assert "Passage" not in llm.calls[-1]["messages"][0]["content"]  # answered without the rejected context
+
+
+def test_agent_route_builds_the_router_from_source_specs(docs_db, tmp_path):
+    db, _ = docs_db
+    llm = ScriptedChat(["docs", "yes", "no", "30 months."])
+    out = agent_route("How long is the Orbit Lamp warranty?", "rag", k=2, rag_db=db, llm=llm,
+                      trace=tmp_path / "t.jsonl", transcript=tmp_path / "t.txt")
+    assert out.route == "docs" and out.answer == "30 months." and out.relevant == [True, False]
+    assert llm.calls[0]["regex"] == "(docs|direct)"  # no database given: sql is not an option
+    assert "Orbit Lamp" in llm.calls[0]["messages"][0]["content"]  # the route prompt names the sample products
+    events = [json.loads(line)["type"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert "route" in events and "retrieve" in events and (tmp_path / "t.txt").read_text()
+    llm = ScriptedChat(["sql", "SELECT COUNT(*) FROM orders", "There are 40 orders."])
+    out = agent_route("How many orders are there?", f"sql:{sample_db_path()}", llm=llm)
+    assert out.route == "sql" and out.table.endswith("40")
+    for bad in ("web", "sql,sql"):
+        with pytest.raises(AgentError, match="route source"):
+            agent_route("q", bad, llm=ScriptedChat([]))
+    with pytest.raises(AgentError, match="k=0"):
+        agent_route("q", "sql", k=0, llm=ScriptedChat([]))
