@@ -29,7 +29,7 @@ from llmkit.agents.hooks import Guard, NoGuard
 from llmkit.agents.llm import ChatModel, Reply
 from llmkit.agents.memory import BufferMemory
 from llmkit.agents.react import STOP, ReActStep, format_step, parse_react, react_system_prompt, step_regex
-from llmkit.agents.tools import Tool, ToolRegistry, ToolResult, bounded_numbers, decoding_specs
+from llmkit.agents.tools import Tool, ToolRegistry, ToolResult, decoding_specs
 from llmkit.agents.trace import Trace
 from llmkit.core.errors import ContextOverflowError, LLMKitError
 from llmkit.generate.tools import OPEN_TAG, parse_tool_calls, tool_call_regex
@@ -184,7 +184,7 @@ class Agent:
         while (reason := run.exhausted()) is None:
             force = bool(specs) and (self.tool_choice == "required"
                                      or (self.tool_choice == "first" and not run.results))
-            regex = bounded_numbers(tool_call_regex(decoding_specs(specs))) if force and self.constrained else None
+            regex = tool_call_regex(decoding_specs(specs)) if force and self.constrained else None
             reply = self._chat(run, messages, specs, regex=regex)
             content, calls = parse_tool_calls(reply.text)
             if not calls and OPEN_TAG not in reply.text:
@@ -221,8 +221,7 @@ class Agent:
             must_act = bool(specs) and (self.tool_choice == "required" or (self.tool_choice == "first" and first))
             regex = None
             if self.constrained:
-                regex = bounded_numbers(step_regex(decoding_specs(specs), allow_final=not must_act,
-                                                  allow_action=bool(specs)))
+                regex = step_regex(decoding_specs(specs), allow_final=not must_act, allow_action=bool(specs))
             reply = self._chat(run, messages, None, regex=regex, prefix=scratch + "Thought:", stop=STOP)
             step = parse_react(reply.text)
             if step.final is not None:

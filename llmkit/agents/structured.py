@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 
 from llmkit.agents.errors import AgentError
-from llmkit.agents.tools import bounded_numbers, decoding_schema, inline_refs
+from llmkit.agents.tools import decoding_schema, inline_refs
 
 SYSTEM = "Reply with one JSON object that matches this JSON schema:\n{schema}"
 
@@ -38,7 +38,7 @@ def output_regex(schema_cls) -> str:
     """The grammar of every JSON text shaped like `schema_cls` (a pydantic model class)."""
     from llmkit.generate.constrain.schema import schema_regex
 
-    return bounded_numbers(schema_regex(decoding_schema(inline_refs(schema_cls.model_json_schema()))))
+    return schema_regex(decoding_schema(inline_refs(schema_cls.model_json_schema())))
 
 
 def structured(model, schema_cls, prompt: str, system: str | None = None, max_tokens: int = 256):

@@ -124,17 +124,6 @@ def decoding_schema(node):
     return node
 
 
-def bounded_numbers(regex: str) -> str:
-    """The schema compiler's numbers allow endless digits; cap them at 15 (what a float holds exactly).
-
-    A grammar without this lets a small model write `99999...` until max_tokens inside a call.
-    The compiler emits INTEGER and the fraction part as fixed text, so the swap is exact.
-    """
-    from llmkit.generate.constrain.schema import INTEGER
-
-    return regex.replace(INTEGER, r"-?(0|[1-9][0-9]{0,14})").replace(r"(\.[0-9]+)", r"(\.[0-9]{1,15})")
-
-
 def decoding_specs(specs: list[dict]) -> list[dict]:
     """OpenAI tool specs with each `parameters` replaced by its decoding_schema."""
     out = []

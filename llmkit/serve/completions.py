@@ -3,6 +3,10 @@
 `echo` + `logprobs` is what lm-evaluation-harness scores multiple choice with: it
 sends context + continuation, max_tokens=1, and sums token_logprobs over the
 continuation. So prompt tokens carry real logprobs here (the first one is null).
+
+With guard hooks (``llmkit serve --guard``) each prompt is checked like a chat user message
+(an injection is refused with 400, PII is redacted before the model sees it) and each reply is
+leak-checked and redacted; a streamed reply is then held back and sent as one chunk.
 """
 
 from __future__ import annotations
@@ -65,14 +69,30 @@ class LogprobsBuilder:
         self.out["top_logprobs"].append({token_str(self.tok, t): v for t, v in lp.top} if lp is not None else None)
 
 
+def guarded_prompts(state: ServerState, ids: list[list[int]], texts: list[str]) -> None:
+    """With a guard, each prompt is checked (an injection is refused) and re-encoded if PII was redacted."""
+    check = state.hooks.check_input
+    if check is None:
+        return
+    for k, text in enumerate(texts):
+        clean = check(text)
+        if clean != text:
+            ids[k], texts[k] = state.tokenizer.encode(clean, allowed_special="all"), clean
+
+
 def _choice(state, body, index, prompt_ids, prompt_text, done: Completion, plp: PromptLogprobs | None) -> dict:
-    text = (prompt_text if body.echo else "") + done.text
+    reply = done.text
+    if state.hooks.check_output:
+        reply = state.hooks.check_output(reply, None)
+    text = (prompt_text if body.echo else "") + reply
     logprobs = None
     if body.logprobs is not None:
         b = LogprobsBuilder(state.tokenizer)
         if body.echo:
             for t, lp in zip(prompt_ids, plp.tokens):
                 b.add(t, lp)
+        if reply != done.text:  # redacted or withheld: the generated tokens no longer match the text
+            return {"index": index, "text": text, "logprobs": b.out, "finish_reason": done.finish_reason}
         for t, lp in zip(done.token_ids, done.logprobs or []):
             b.add(t, lp)
         if body.echo and done.stop_logprob is not None:  # scorers expect the generated token, even EOS
@@ -93,6 +113,7 @@ async def completions(body: CompletionRequest, request: Request):
     if body.echo and body.stream and body.logprobs is not None:
         raise GenerationError("echo with logprobs is not available when streaming", "set stream=false")
     ids, texts = prompt_list(state, body.prompt)
+    guarded_prompts(state, ids, texts)
     params = sampling_params(body, body.max_tokens, body.logprobs)
     make = constraint_factory(state, body, None)
     prompt_lp = body.logprobs if body.echo and body.logprobs is not None else None
@@ -122,8 +143,14 @@ async def _stream(state, body, reqs, ids, texts, rid, created):
         for i in range(len(reqs)):
             yield sse(chunk(i, texts[i // body.n]))
     tally = Tally()
+    check, held = state.hooks.check_output, {}
     try:
         async for i, ev in stream_deltas(state, reqs, tally):
+            if check:  # a checked reply is held back and sent whole, without per-token logprobs
+                held[i] = held.get(i, "") + ev.text
+                if ev.finish_reason:
+                    yield sse(chunk(i, check(held[i], None), None, ev.finish_reason))
+                continue
             lp = None
             if body.logprobs is not None and ev.token_id is not None and ev.token_id not in stops:
                 b = builders[i] = LogprobsBuilder(state.tokenizer, builders[i].offset if i in builders else 0)

@@ -109,3 +109,15 @@ def test_choice_and_regex_with_smollm2(smollm2):
         sched.step()
     assert r1.result()[0].text in ("yes", "no", "maybe")
     assert re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r2.result()[0].text)
+
+
+def test_numbers_have_bounded_digits():
+    from llmkit.generate.constrain.schema import schema_regex
+
+    rx = schema_regex({"type": "object", "properties": {"n": {"type": "integer"}, "x": {"type": "number"}},
+                       "required": ["n", "x"]})
+    assert re.fullmatch(rx, '{"n": 123456789012345, "x": -0.5}')
+    assert re.fullmatch(rx, '{"n": -7, "x": 6.02e23}')
+    assert not re.fullmatch(rx, '{"n": 1234567890123456, "x": 1}')  # 16 digits: a model looping on 9s must stop
+    assert not re.fullmatch(rx, '{"n": 1, "x": 0.1234567890123456}')
+    assert not re.fullmatch(rx, '{"n": 1, "x": 1e1234}')

@@ -7,6 +7,9 @@ allOf, $ref into $defs/definitions (not recursive). Keywords that would need
 arithmetic (minimum, multipleOf, ...) are refused rather than silently ignored:
 the output must validate. Annotations (title, description, format, ...) are fine.
 
+Numbers have at most 15 digits before and after the decimal point and a 3-digit
+exponent, so constrained decoding always ends a number.
+
 Separators allow one optional space (`{"a": 1, "b": 2}` and `{"a":1,"b":2}` both
 match) but no free whitespace: small models would otherwise pad forever.
 
@@ -25,8 +28,10 @@ from llmkit.generate.constrain.regex import ConstraintError
 
 STRING_CHAR = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
 STRING = f'"{STRING_CHAR}*"'
-INTEGER = r"-?(0|[1-9][0-9]*)"
-NUMBER = INTEGER + r"(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+# at most 15 digits before and after the point (what a float64 holds exactly) and a 3-digit exponent:
+# without a bound a small model can write 99999... until max_tokens inside a JSON value
+INTEGER = r"-?(0|[1-9][0-9]{0,14})"
+NUMBER = INTEGER + r"(\.[0-9]{1,15})?([eE][+-]?[0-9]{1,3})?"
 BOOLEAN = "(true|false)"
 NULL = "null"
 COLON, COMMA = ":[ ]?", ",[ ]?"
