@@ -100,3 +100,12 @@ def test_agent_gets_clean_error_observations_from_escape_attempts():
     assert r.tool_results[0].content.startswith("error: blocked by the sandbox: access to '/etc/passwd'")
     assert r.tool_results[1].content == "error: blocked by the sandbox: os.fork is blocked"
     assert r.tool_results[2].content == "42"
+
+
+def test_numpy_works_but_its_ctypes_door_stays_shut():
+    r = run_python("import numpy as np\nprint(int(np.arange(10).sum()), float(np.linalg.inv(2 * np.eye(2))[0, 0]))")
+    assert r.ok and r.stdout.split() == ["45", "0.5"], r
+    r = run_python("import numpy as np\nnp.ctypeslib.load_library('libc', '/lib')")
+    assert not r.ok and "ctypes is not available" in r.error, r
+    r = run_python("import numpy\nimport ctypes")
+    assert not r.ok and r.error == "blocked by the sandbox: import of ctypes is blocked", r

@@ -9,8 +9,9 @@ Layers, each covering what the one before misses:
 3. An audit hook (PEP 578) installed before the user's code runs: open() outside the
    scratch dir (read-only access to sys.prefix / sys.base_prefix excepted: imports need it),
    directory and file operations outside it, every socket operation, fork / exec /
-   spawn / subprocess / os.system / kill, ctypes and the modules that bypass the hooks
-   (_ctypes, _posixsubprocess) raise PermissionError.
+   spawn / subprocess / os.system / kill raise PermissionError; importing ctypes and the other
+   modules that bypass the hooks (_ctypes, _posixsubprocess) raises ImportError, so numpy,
+   which treats ctypes as optional, still imports and works.
 4. `unshare -rn` (a new user + network namespace: no interfaces but loopback) when it
    works unprivileged on this machine.
 5. A wall-clock timeout that kills the whole process group.
@@ -75,7 +76,8 @@ def _hook(event, args):
     elif event in BLOCKED or event.startswith(BLOCKED_PREFIXES):
         _deny(event)
     elif event == "import" and args[0].split(".")[0] in BLOCKED_IMPORTS:
-        _deny(f"import of {args[0]}")
+        # ImportError, not PermissionError: libraries that treat ctypes as optional (numpy) fall back
+        raise ImportError(f"sandbox: import of {args[0]} is blocked")
     elif event in READ_EVENTS or event in PATH_EVENTS:
         roots = (SCRATCH,) + (READ_ROOTS if event in READ_EVENTS else ())
         for a in args:
@@ -87,6 +89,11 @@ code = compile(SOURCE, "main.py", "exec")
 sys.addaudithook(_hook)
 exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 '''
+
+
+# one thread per math library: RLIMIT_NPROC = 0 forbids new threads, and numpy's BLAS would start some
+CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+             "MKL_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -153,7 +160,7 @@ def _diagnose(code: int | None, stderr: str, limits: SandboxLimits, timed_out: b
     last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     if "MemoryError" in last or "Cannot allocate memory" in stderr:
         return f"memory limit of {limits.memory_mb} MB exceeded (MemoryError)"
-    if "PermissionError: sandbox:" in last:
+    if "PermissionError: sandbox:" in last or "ImportError: sandbox:" in last:
         return "blocked by the sandbox: " + last.split("sandbox:", 1)[1].strip()
     if "File too large" in stderr or code == -signal.SIGXFSZ:
         return f"file size limit of {limits.file_mb} MB exceeded"
@@ -172,7 +179,7 @@ def run_python(code: str, limits: SandboxLimits | None = None, scratch: str | os
         t0 = time.monotonic()
         with open(io_dir / "out", "wb") as out, open(io_dir / "err", "wb") as err:
             proc = subprocess.Popen(cmd, cwd=scratch_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True,
+                                    env=CHILD_ENV, start_new_session=True,
                                     preexec_fn=_limit(limits))
             timed_out = False
             try:
