@@ -1,6 +1,6 @@
 """Scripted tool-use tasks for SmolLM2: success with and without tools, per prompt format.
 
-    python bench/agents.py [--configs none,native,native-free,react] [--limit N] [--out runs/bench-agents]
+    python bench/agents.py [--configs none,native,native-free,react,native-guard] [--limit N] [--out runs/bench-agents]
 
 Every task has a checkable answer: arithmetic (calculator), questions over the bundled sample
 shop database (sql; the expected value comes from a reference query run here), questions over
@@ -58,7 +58,9 @@ PYTHON = [("Use Python to compute the sum of the squares of the integers from 1 
 CONFIGS = {"none": dict(tools=[], tool_choice="none"),
            "native": dict(mode="native", tool_choice="first", constrained=True),
            "native-free": dict(mode="native", tool_choice="auto", constrained=False),
-           "react": dict(mode="react", tool_choice="first", constrained=True)}
+           "react": dict(mode="react", tool_choice="first", constrained=True),
+           # native with llmkit.guard's defaults: tool outputs spotlighted and checked, hierarchy prompt, canary
+           "native-guard": dict(mode="native", tool_choice="first", constrained=True, guard=True)}
 
 
 def tasks(db_path) -> list[dict]:
@@ -92,6 +94,10 @@ def run_config(name: str, items: list[dict], llm, rag_db: str, step_tokens: int,
     rows = []
     for t in items:
         kw = {k: v for k, v in cfg.items() if k != "tools"}
+        if kw.get("guard"):
+            from llmkit.guard import Guard
+
+            kw["guard"] = Guard()
         tools = cfg.get("tools", t["tools"])
         t0 = time.monotonic()
         r = agent_run(t["q"], tools=tools, llm=llm, max_steps=4, step_tokens=step_tokens, rag_db=rag_db, **kw)

@@ -1,12 +1,13 @@
 """Load test of `llmkit serve`: concurrent streaming clients vs sequential batch-1 decoding, one run.
 
-    python bench/serve.py [--clients 32] [--max-batch 32] [--min-tokens 16] [--max-tokens 96] [--seq 8]
+    python bench/serve.py [--clients 32] [--max-batch 32] [--min-tokens 16] [--max-tokens 96] [--seq 8] [--rounds 5]
 
 A live server (uvicorn on 127.0.0.1, SmolLM2-135M-Instruct, fp32) gets --clients
 chat requests at once, each streaming (SSE) with a random prompt length and a
 random max_tokens; 20% of the clients hang up after a few tokens. Reported:
 aggregate generated tok/s over the wall time, time to first token (p50/p95),
-inter-token latency (p50/p95), errors, slots left after the run, and RSS growth.
+inter-token latency (p50/p95), errors, slots left after the run, and RSS growth;
+with --rounds N the load repeats N times and RSS is printed after each round (a soak).
 The baseline is the same engine decoding requests one at a time (batch 1, no
 server) on --seq of the same requests, in the same process, half before and half
 after the load phase (a shared machine's load drifts).
@@ -33,6 +34,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rss_mb() -> float:
+    """Resident set size now (not the peak), from /proc."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def pct(xs, q):
@@ -110,6 +117,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--seq", type=int, default=8, help="requests in the sequential batch-1 baseline")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the load this many times (memory soak)")
     a = ap.parse_args()
     if a.threads:
         import torch
@@ -139,6 +147,13 @@ def main() -> None:
     results, wall = asyncio.run(load(url, specs[:2]))  # warm-up
     results, wall = asyncio.run(load(url, specs))
     time.sleep(1.0)
+    soak = [rss_mb()]
+    for r in range(1, a.rounds):  # memory soak: the same load again; RSS after each round must level off
+        more, w = asyncio.run(load(url, make_requests(a.clients, a.min_tokens, a.max_tokens, seed=r)))
+        results += more
+        soak.append(rss_mb())
+        print(f"round {r + 1}/{a.rounds}: {sum(x['tokens'] for x in more) / w:.1f} tok/s, RSS {soak[-1]:.0f} MB",
+              flush=True)
     sched = app.state.llmkit.scheduler
     leaked = sched.running + sched.waiting
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -148,11 +163,12 @@ def main() -> None:
     after = sequential(lm, seq_specs[half:]) if len(seq_specs) > half else (0, 0.0)
     seq_tokens, seq_time = before[0] + after[0], before[1] + after[1]
     errors = [r for r in results if r["status"] != 200]
-    tokens = sum(r["tokens"] for r in results)
+    first = results[:a.clients]  # the measured round; later rounds are the soak
+    tokens = sum(r["tokens"] for r in first)
     ttft = [r["ttft"] for r in results if r["ttft"] is not None]
     gaps = [g for r in results for g in r["gaps"]]
     agg, seq = tokens / wall, seq_tokens / seq_time
-    print(f"clients {a.clients} (hung up early: {sum(r['hung_up'] for r in results)}), max_batch {a.max_batch}, "
+    print(f"clients {a.clients} (hung up early: {sum(r['hung_up'] for r in first)}), max_batch {a.max_batch}, "
           f"max_tokens {a.min_tokens}..{a.max_tokens}")
     print(f"errors for well-formed requests: {len(errors)} {[e['status'] for e in errors][:5]}")
     print(f"slots in use after the run: {leaked}; peak RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MB")
@@ -161,7 +177,9 @@ def main() -> None:
           f"inter-token p50 {pct(gaps, 0.5) * 1000:.0f} ms, p95 {pct(gaps, 0.95) * 1000:.0f} ms")
     print(f"sequential batch-1: {seq_tokens} tokens in {seq_time:.1f} s = {seq:.1f} tok/s ({len(seq_specs)} requests)")
     print(f"ratio: {agg / seq:.2f}x aggregate throughput (target >= 3x)")
-    print(f"mean tokens per client stream: {statistics.mean(r['tokens'] for r in results):.1f}")
+    if len(soak) > 1:
+        print(f"memory soak, RSS after each of {len(soak)} rounds: {', '.join(f'{m:.0f}' for m in soak)} MB")
+    print(f"mean tokens per client stream: {statistics.mean(r['tokens'] for r in first):.1f}")
     sys.exit(1 if errors or leaked else 0)
 
 

@@ -56,7 +56,7 @@ class Completion:
 
 
 @dataclass
-class _Row:
+class Row:
     index: int
     prompt: list[int]
     params: SamplingParams
@@ -89,7 +89,7 @@ class Engine:
     # ---- public API ------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]],
                  params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[Completion]:
-        rows = self._rows(prompts, params)
+        rows = self.prepare(prompts, params)
         for _ in self._run(rows):
             pass
         return [Completion(r.tokens, r.stream.text, r.finish or "length", len(r.prompt),
@@ -101,12 +101,13 @@ class Engine:
 
     def stream_batch(self, prompts: Sequence[Sequence[int]],
                      params: SamplingParams | Sequence[SamplingParams] | None = None) -> Iterator[Delta]:
-        rows = self._rows(prompts, params)
+        rows = self.prepare(prompts, params)
         for deltas in self._run(rows):
             yield from deltas
 
-    # ---- internals -------------------------------------------------------------------------------
-    def _rows(self, prompts, params) -> list[_Row]:
+    # ---- row-level API: the batch scheduler (llmkit.generate.scheduler) drives rows with these ----
+    def prepare(self, prompts, params) -> list[Row]:
+        """Validate prompts (ids, context window) and params into one Row each; raises typed errors."""
         if not prompts:
             raise GenerationError("no prompts given", "pass at least one prompt")
         if params is None:
@@ -135,11 +136,12 @@ class Engine:
             stop_ids = set(p.stop_token_ids) | (set() if p.ignore_eos else self.default_stop_ids)
             gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
             stream = TextStream(self.tokenizer.token_bytes, p.stop, skip_ids=self.special_ids)
-            rows.append(_Row(i, prompt, p, stream, stop_ids, gen))
+            rows.append(Row(i, prompt, p, stream, stop_ids, gen))
         return rows
 
+    # ---- internals -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _run(self, rows: list[_Row]) -> Iterator[list[Delta]]:
+    def _run(self, rows: list[Row]) -> Iterator[list[Delta]]:
         live = [r for r in rows if r.params.max_tokens > 0]
         for r in rows:
             if r.params.max_tokens == 0:
@@ -171,7 +173,7 @@ class Engine:
                 counts = counts[keep] if counts is not None else None
             logits = self.model(next_ids[:, None].to(self.device), kv_cache=cache)[:, -1]
 
-    def _counts(self, rows: list[_Row]) -> torch.Tensor | None:
+    def _counts(self, rows: list[Row]) -> torch.Tensor | None:
         """Output token counts (B, V), only when some row uses a penalty."""
         if not any(uses_penalties(r.params) for r in rows):
             return None
@@ -182,7 +184,7 @@ class Engine:
                 r.prompt_mask[0, torch.tensor(r.prompt)] = True
         return torch.zeros(len(rows), vocab, dtype=torch.long)
 
-    def _pick(self, live: list[_Row], logits: torch.Tensor, counts: torch.Tensor | None):
+    def _pick(self, live: list[Row], logits: torch.Tensor, counts: torch.Tensor | None):
         logits = logits.float().cpu()
         simple = counts is None and all(r.params.greedy and r.params.logprobs is None for r in live)
         if simple:  # the common greedy case: one argmax for the whole batch
@@ -196,14 +198,16 @@ class Engine:
         deltas = []
         for b, r in enumerate(live):
             tok = int(next_ids[b])
-            lp = self._logprob(logits[b], tok, r.params.logprobs) if r.params.logprobs is not None else None
-            deltas.append(self._advance(r, tok, lp))
+            lp = self.token_logprob(logits[b], tok, r.params.logprobs) if r.params.logprobs is not None else None
+            deltas.append(self.advance(r, tok, lp))
             if counts is not None:
                 counts[b, tok] += 1
         return next_ids, deltas
 
+    # ---- row-level API, continued ------------------------------------------------------------------
     @staticmethod
-    def _logprob(logits: torch.Tensor, tok: int, top_n: int) -> TokenLogprob:
+    def token_logprob(logits: torch.Tensor, tok: int, top_n: int) -> TokenLogprob:
+        """The chosen token's logprob and the top_n alternatives, from one row's logits (V,)."""
         lp = logits.log_softmax(-1)
         top = []
         if top_n:
@@ -211,7 +215,8 @@ class Engine:
             top = [(int(i), float(v)) for i, v in zip(ids, vals)]
         return TokenLogprob(tok, float(lp[tok]), top)
 
-    def _advance(self, r: _Row, tok: int, lp: TokenLogprob | None) -> Delta:
+    def advance(self, r: Row, tok: int, lp: TokenLogprob | None) -> Delta:
+        """Append a chosen token to a row (stop ids, stop strings and max_tokens end it); the delta to show."""
         if tok in r.stop_ids:
             r.finish = "stop"
             return Delta(r.index, tok, r.stream.flush(), "stop", lp)

@@ -32,7 +32,7 @@ from typing import AsyncIterator, Callable, Iterator, Protocol, Sequence
 import torch
 
 from llmkit.core.errors import GenerationError, LLMKitError
-from llmkit.generate.engine import Completion, Delta, Engine, TokenLogprob, _Row
+from llmkit.generate.engine import Completion, Delta, Engine, TokenLogprob, Row
 from llmkit.generate.sampling import SamplingParams, process_logits, sample, uses_penalties
 from llmkit.model import KVCache
 
@@ -137,7 +137,7 @@ class _Live:
     """A running request: the engine's row state plus what continuous batching adds."""
 
     req: Request
-    row: _Row
+    row: Row
     next_id: int  # the token to feed at the next decode step
     counts: torch.Tensor | None = None  # (1, V) output token counts, only with penalties
     stop_lp: TokenLogprob | None = None  # logprob of the stop token that ended the row
@@ -220,7 +220,7 @@ class Scheduler:
                constraint: Constraint | None = None, prompt_logprobs: int | None = None) -> Request:
         """Queue one prompt; raises QueueFullError when every slot and the queue are taken."""
         params = params or SamplingParams()
-        self.engine._rows([prompt], [params])  # validates ids, context and params now, in the caller
+        self.engine.prepare([prompt], [params])  # validates ids, context and params now, in the caller
         req = Request(next(self._ids), [int(t) for t in prompt], params, constraint, prompt_logprobs)
         req._wake = self._wake
         with self._cv:
@@ -319,7 +319,7 @@ class Scheduler:
 
     def _prefill(self, req: Request):
         """Run one prompt alone, emit its first token; its KV segment if it keeps going."""
-        row = self.engine._rows([req.prompt], [req.params])[0]
+        row = self.engine.prepare([req.prompt], [req.params])[0]
         lv = _Live(req, row, next_id=-1)
         if uses_penalties(req.params):
             vocab = self.engine.model.cfg.vocab_size
@@ -357,8 +357,8 @@ class Scheduler:
         """Sample this row's next token from its logits (V,), send the delta; False once it ends."""
         tok = self._choose(lv, logits)
         row = lv.row
-        lp = Engine._logprob(logits, tok, row.params.logprobs) if row.params.logprobs is not None else None
-        delta = self.engine._advance(row, tok, lp)
+        lp = Engine.token_logprob(logits, tok, row.params.logprobs) if row.params.logprobs is not None else None
+        delta = self.engine.advance(row, tok, lp)
         if lv.counts is not None:
             lv.counts[0, tok] += 1
         if lv.req.constraint is not None and row.finish is None:
