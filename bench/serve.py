@@ -37,7 +37,16 @@ def free_port() -> int:
 
 
 def rss_mb() -> float:
-    """Resident set size now (not the peak), from /proc."""
+    """Resident set size now (not the peak), from /proc, after glibc returns its free heap pages
+    (malloc_trim), so the number tracks live memory rather than the allocator's high-water mark."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the plain RSS
+        pass
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
