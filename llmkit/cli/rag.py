@@ -105,6 +105,17 @@ def cmd_ask(a) -> None:
         print(("* " if c.n in ans.cited else "  ") + c.label())
 
 
+def cmd_chat(a) -> None:
+    from llmkit.rag.api import rag_chat
+
+    def out(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    rag_chat(a.collection, _cfg(a), a.answer_mode, a.store, a.db, a.model, max_tokens=a.max_tokens,
+             hooks=_hooks(a), turns=a.turns, stream=out)
+
+
 def cmd_eval(a) -> None:
     from llmkit.rag.api import rag_eval
     from llmkit.rag.evaluate import markdown_table
@@ -131,6 +142,13 @@ def cmd_rm(a) -> None:
 
     n = rag_rm(a.collection, a.source, a.where, a.store, a.db)
     print(f"removed {n} chunks" + ("" if a.source or a.where else f" and collection {a.collection!r}"))
+
+
+def _answer_args(q) -> None:
+    q.add_argument("--answer-mode", default="stuff", choices=["stuff", "refine", "map_reduce"],
+                   help="how chunks reach the model (default %(default)s)")
+    q.add_argument("--model", "-m", default="smollm2", help="generator model (default %(default)s)")
+    q.add_argument("--max-tokens", type=int, default=160, help="longest answer in tokens (default %(default)s)")
 
 
 def register(sub) -> None:
@@ -163,12 +181,22 @@ def register(sub) -> None:
     q.add_argument("question", help="the question")
     _store_args(q)
     _retrieval_args(q, 4)
-    q.add_argument("--answer-mode", default="stuff", choices=["stuff", "refine", "map_reduce"],
-                   help="how chunks reach the model (default %(default)s)")
-    q.add_argument("--model", "-m", default="smollm2", help="generator model (default %(default)s)")
-    q.add_argument("--max-tokens", type=int, default=160, help="longest answer in tokens (default %(default)s)")
+    _answer_args(q)
     _guard_arg(q)
     q.set_defaults(func=cmd_ask)
+
+    q = rs.add_parser("chat", help="a conversation over the collection: follow-up questions are condensed "
+                                   "with the history into standalone queries",
+                      description="Interactive RAG. Each question is rewritten with the last --turns exchanges "
+                                  "into a standalone query (\"what about its battery?\" -> \"what is the battery "
+                                  "life of the Orbit Lamp?\"), retrieved for, and answered with citations. "
+                                  "Commands: /reset, /sources, /exit.")
+    _store_args(q)
+    _retrieval_args(q, 4)
+    _answer_args(q)
+    q.add_argument("--turns", type=int, default=6, help="past exchanges used to condense a follow-up (default %(default)s)")
+    _guard_arg(q)
+    q.set_defaults(func=cmd_chat)
 
     q = rs.add_parser("eval", help="retrieval recall@k / MRR (and answer EM/F1) on SQuAD")
     q.add_argument("--dataset", default="squad", help="dataset (default %(default)s)")

@@ -113,12 +113,19 @@ class Transformer(nn.Module):
         return model.eval()
 
     def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, segments: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, V), or (B, 1, V) with last_only.
 
-        With a cache, idx fills the next T slots of every row (see KVCache).
+        With a cache, idx fills the next T slots of every row (see KVCache). With ``segments``
+        (B, T) ids, a row holds several packed sequences: each token attends only to earlier
+        tokens of its own segment, and positions restart at 0 where a segment starts, so every
+        sequence gets exactly the logits it would get alone (training with packing).
         """
         B, T = idx.shape
+        if segments is not None:
+            if kv_cache is not None or segments.shape != idx.shape:
+                raise ValueError("segments must be (B, T) like idx, and are for cache-free forwards")
+            return self._forward_packed(idx, segments)
         pos0 = kv_cache.pos if kv_cache is not None else 0
         end = pos0 + T
         limit = min(self.cfg.max_seq_len, kv_cache.max_len) if kv_cache is not None else self.cfg.max_seq_len
@@ -148,6 +155,31 @@ class Transformer(nn.Module):
             kv_cache.advance(T)
         if last_only:
             x = x[:, -1:]
+        return self.lm_head(self.norm_f(x))
+
+    def _forward_packed(self, idx: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.cfg.max_seq_len:
+            raise ContextOverflowError(f"sequence of {T} tokens exceeds the context window of {self.cfg.max_seq_len}",
+                                       "pack rows no longer than the window")
+        ar = torch.arange(T, device=idx.device)
+        starts = torch.ones_like(segments, dtype=torch.bool)
+        starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+        first = torch.where(starts, ar, torch.zeros_like(ar)).cummax(dim=1).values  # (B, T) its segment's start
+        positions = ar[None] - first
+        x = self.tok_emb(idx)
+        cos = sin = None
+        if self.cfg.pos == "rope":
+            if T > self._rope_len:
+                self._build_rope(max(T, 2 * self._rope_len))
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # (B, 1, T, D/2)
+        else:
+            x = x + self.pos_emb(positions)
+        x = self.drop(x)
+        same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+        mask = (same & torch.ones(T, T, dtype=torch.bool, device=idx.device).tril())[:, None]  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask, None)
         return self.lm_head(self.norm_f(x))
 
     @staticmethod

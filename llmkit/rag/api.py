@@ -48,6 +48,53 @@ def rag_ask(question: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalC
         return pipeline.answer(question, cfg, mode, history, on_token)
 
 
+CHAT_HELP = "commands: /reset (forget the conversation), /sources (of the last answer), /exit"
+
+
+def rag_chat(collection: str = DEFAULT_COLLECTION, cfg: RetrievalConfig = RetrievalConfig(), mode: str = "stuff",
+             store: str = "sqlite", db: str | None = None, model: str = "smollm2", llm=None, max_tokens: int = 160,
+             hooks: PromptHooks | None = None, turns: int = 6, read: Callable[[str], str] = input,
+             write: Callable[[str], object] = print, stream: Callable[[str], None] | None = None) -> int:
+    """Conversational RAG: each question is condensed with the last ``turns`` exchanges into a standalone
+    query, retrieved for and answered with citations; returns the number of questions answered.
+
+    ``write`` gets whole lines; with ``stream`` the answer's tokens go there as they come instead.
+    """
+    from llmkit.rag.llm import load_llm
+
+    with open_store(store, db) as st:
+        emb = _embedder_for(st, collection)
+        llm = llm or load_llm(model)
+        pipeline = Pipeline(Retriever(st, collection, emb, llm), llm, max_tokens=max_tokens, hooks=hooks)
+        history: list[dict] = []
+        last: Answer | None = None
+        answered = 0
+        write(CHAT_HELP)
+        while True:
+            try:
+                line = read(">>> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                return answered
+            if not line:
+                continue
+            if line in ("/exit", "/quit"):
+                return answered
+            if line == "/reset":
+                history, last = [], None
+                write("(conversation cleared)")
+                continue
+            if line == "/sources":
+                write("\n".join(c.label() for c in last.citations) if last else "(no answer yet)")
+                continue
+            last = pipeline.answer(line, cfg, mode, history[-2 * turns:], stream)
+            write("" if stream else last.text)
+            cited = [c.label() for c in last.citations if c.n in last.cited]
+            if cited:
+                write("[" + "; ".join(cited) + "]")
+            history += [{"role": "user", "content": line}, {"role": "assistant", "content": last.text}]
+            answered += 1
+
+
 def rag_ls(store: str = "sqlite", db: str | None = None) -> list[CollectionInfo]:
     with open_store(store, db) as st:
         return st.list_collections()

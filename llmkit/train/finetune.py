@@ -87,11 +87,11 @@ def _count_tokens(batch) -> int:
 # ---- objectives ----------------------------------------------------------------------------------
 def sft_objective(cfg: FinetuneConfig, policy: Policy, eval_set) -> Objective:
     def step(m, batch):
-        x, y = batch
-        return lm_loss(m(x), y), {}
+        x, y, *seg = batch  # a third tensor: the segment ids of packed rows
+        return lm_loss(m(x, segments=seg[0]) if seg else m(x), y), {}
 
     def evaluate(m):
-        losses = [float(lm_loss(m(x), y)) for x, y in eval_set()]
+        losses = [float(step(m, b)[0]) for b in eval_set()]
         return {"val_loss": sum(losses) / max(len(losses), 1)} if losses else {}
 
     return Objective("sft", step, _no_grad_eval(evaluate) if eval_set else None, tokens=_count_tokens)
@@ -192,6 +192,8 @@ def datasets(cfg: FinetuneConfig, tokenizer) -> tuple[list, list, Callable]:
         raw = _split(cfg, lambda p: C.load_conversations(p, cfg.format))
         enc = [C.encode_all(r, lambda m: C.encode_conversation(tokenizer, template, m, cfg.max_len),
                             "conversation") if r else [] for r in raw]
+        if cfg.packing:
+            return enc[0], enc[1], lambda b: B.collate_sft_packed(b, pad, cfg.max_len)
         return enc[0], enc[1], lambda b: B.collate_sft(b, pad)
     if cfg.method in ("dpo", "orpo"):
         raw = _split(cfg, C.load_preferences)

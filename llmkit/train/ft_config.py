@@ -32,6 +32,7 @@ class FinetuneConfig(TrainConfig):
     format: str = "auto"  # conversation format: auto | messages | sharegpt | alpaca
     template: str | None = None  # chat template override (chatml, llama3, alpaca); default: the model's own
     max_len: int = 512  # tokens per example (prompt + answer); longer answers are cut
+    packing: bool = False  # sft: pack a batch's examples into rows of max_len (segment-masked attention)
     out_dir: str = "runs/finetune"
     adapter: str = "lora"  # lora | qlora (LoRA on an NF4-quantized frozen base) | full
     qlora_block: int = 64  # NF4 block size of the qlora base (64, as in the QLoRA paper)
@@ -75,6 +76,9 @@ class FinetuneConfig(TrainConfig):
                               f"use one of {list(ADAPTERS)}")
         if self.max_len < 8:
             raise ConfigError(f"max_len={self.max_len} is too small", "set max_len to at least 8")
+        if self.packing and self.method != "sft":
+            raise ConfigError(f"packing with method {self.method!r}",
+                              "packing is for sft; preference methods pair rows and keep them padded")
         if self.group_size < 2 and self.method == "grpo":
             raise ConfigError(f"group_size={self.group_size}: GRPO compares samples within a group",
                               "set group_size >= 2")

@@ -167,3 +167,42 @@ def test_config_errors(base):
         load_finetune_config(None, ["lora_rank=4"])
     with pytest.raises(AdapterError, match="rank r=0"):
         build_policy(FinetuneConfig(init_from=str(base), lora_r=0))
+
+
+def test_pack_rows_places_every_example_once_within_max_len():
+    from llmkit.data.batching import IGNORE, pack_rows
+
+    rng = random.Random(1)
+    rows = []
+    for n in (30, 5, 17, 9, 22, 3, 12):
+        xs = [rng.randrange(100) for _ in range(n)]
+        rows.append((xs, [t if rng.random() < 0.5 else IGNORE for t in xs]))
+    x, y, seg = pack_rows(rows, max_len=32, pad_id=0)
+    assert x.shape[1] <= 32 and x.shape[0] < len(rows)
+    got = sorted((tuple(x[b][seg[b] == s].tolist()), tuple(y[b][seg[b] == s].tolist()))
+                 for b in range(x.shape[0]) for s in seg[b].unique().tolist() if s)
+    assert got == sorted((tuple(a), tuple(b)) for a, b in rows)
+    assert (y[seg == 0] == IGNORE).all()
+    assert int((seg > 0).sum()) == sum(len(r[0]) for r in rows)  # every real token once, the rest padding
+    with pytest.raises(Exception, match="does not fit"):
+        pack_rows(rows, max_len=20, pad_id=0)
+
+
+def test_packed_sft_loss_equals_padded_and_trains(base, tmp_path, smol_tok):
+    from llmkit.data.batching import collate_sft, collate_sft_packed
+    from llmkit.train.losses import lm_loss
+
+    model = load_model(base, device="cpu").model
+    batch = [([5, 6, 7, 8, 9], [0, 0, 1, 1, 1]), ([10, 11, 12], [0, 1, 1]), ([13, 14, 15, 16], [0, 0, 0, 1])]
+    x, y = collate_sft(batch, 0)
+    px, py, seg = collate_sft_packed(batch, 0, 16)
+    assert px.shape[0] == 1  # all three in one row
+    with torch.no_grad():
+        assert float(lm_loss(model(px, segments=seg), py)) == pytest.approx(float(lm_loss(model(x), y)), abs=1e-5)
+    d = _data(tmp_path)
+    res = finetune(_cfg(base, d, "sft", "sft.jsonl", packing=True, tag="packed"))
+    assert res.stopped == "max_steps" and "val_loss" in res.metrics
+    from llmkit.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="packing is for sft"):
+        FinetuneConfig(method="dpo", packing=True)

@@ -121,3 +121,12 @@ def test_numbers_have_bounded_digits():
     assert not re.fullmatch(rx, '{"n": 1234567890123456, "x": 1}')  # 16 digits: a model looping on 9s must stop
     assert not re.fullmatch(rx, '{"n": 1, "x": 0.1234567890123456}')
     assert not re.fullmatch(rx, '{"n": 1, "x": 1e1234}')
+
+
+def test_json_object_grammar_takes_four_levels_of_brackets():
+    from llmkit.generate.constrain.schema import any_object
+
+    rx = any_object()
+    assert re.fullmatch(rx, '{"a": {"b": [{"c": 1}]}, "d": [[1, 2], []]}')
+    assert not re.fullmatch(rx, '{"a": {"b": [{"c": [1]}]}}')  # a fifth level: beyond the unrolled depth
+    assert not re.fullmatch(rx, '{"a": 1,}')

@@ -80,3 +80,37 @@ def test_ask_streams_cited_answer(db):
     answer, sources = proc.stdout.split("\nSources:\n")
     assert "Paris" in answer and "[1]" in answer
     assert "notes/capitals.md › Capitals > Europe" in sources
+
+
+class ChatLLM:
+    """Condenses follow-ups by a rule and answers from the first source: the test is about the loop."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def complete(self, messages, max_tokens=256, temperature=0.0, seed=None):
+        self.prompts.append(messages)
+        text = messages[-1]["content"]
+        if "Last question:" in text:
+            return "What is the capital of Japan?"  # the standalone rewrite of "And of Japan?"
+        return "Tokyo [1]." if "Japan" in text.split("Question:")[-1] else "Paris [1]."
+
+    def stream(self, messages, max_tokens=256, temperature=0.0, seed=None):
+        yield self.complete(messages)
+
+    def n_tokens(self, text):
+        return len(text.split())
+
+
+def test_rag_chat_condenses_follow_ups_with_the_history(db):
+    from llmkit.rag.api import rag_chat
+
+    lines = iter(["What is the capital of France?", "And of Japan?", "/sources", "/reset", "/exit"])
+    said, llm = [], ChatLLM()
+    n = rag_chat("notes", db=str(db), llm=llm, read=lambda _: next(lines), write=said.append)
+    assert n == 2 and said[1] == "Paris [1]." and "Tokyo [1]." in said
+    condense = [p for p in llm.prompts if "Last question: And of Japan?" in p[-1]["content"]]
+    assert condense and "capital of France" in condense[0][-1]["content"]  # the history went into the rewrite
+    assert any("notes/capitals.md" in s for s in said)  # /sources lists the last answer's sources
+    assert said[-1] == "(conversation cleared)"
+    assert rag_chat("notes", db=str(db), llm=llm, read=lambda _: (_ for _ in ()).throw(EOFError), write=said.append) == 0
