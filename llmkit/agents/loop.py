@@ -148,9 +148,11 @@ class Agent:
         ex = self.example()
         if ex is None or self.mode != "native":
             return []
+        # the demonstration's result is wrapped like a real one, so it shows the format the model will see
+        result = self.guard.wrap_untrusted(str(ex["result"]), f"tool:{ex['name']}")
         return [{"role": "user", "content": ex["question"]},
                 {"role": "assistant", "content": "", "tool_calls": [{"name": ex["name"], "arguments": ex["arguments"]}]},
-                {"role": "tool", "name": ex["name"], "content": str(ex["result"])},
+                {"role": "tool", "name": ex["name"], "content": result},
                 {"role": "assistant", "content": str(ex.get("answer", ex["result"]))}]
 
     def run(self, task: str) -> AgentResult:
