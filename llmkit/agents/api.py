@@ -24,9 +24,14 @@ from llmkit.core.fileio import atomic_write_file
 TOOL_KINDS = ("calculator", "python", "sql", "rag")
 
 
+def _spec_items(spec: str | Sequence[str]) -> list[str]:
+    """`a,b:x` (or a list) -> ["a", "b:x"], blanks dropped."""
+    return [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+
+
 def build_tools(spec: str | Sequence[str], rag_db: str | None = None) -> list[Tool]:
     """`calculator,python,sql:shop.db,rag:docs` -> tools. `sql` / `rag` alone use the bundled samples."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    items = _spec_items(spec)
     tools: list[Tool] = []
     for item in items:
         kind, _, arg = item.partition(":")
@@ -97,10 +102,9 @@ def agent_run(task: str, tools: str | Sequence[str | Tool] = "calculator", model
 
 def _route_sources(spec: str | Sequence[str], rag_db: str | None):
     """`sql,rag` / `sql:PATH.db,rag:COLLECTION` -> (SQLDatabase or None, retriever tool or None, docs topic)."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     db = retriever = None
     topic = "the document collection"
-    for item in items:
+    for item in _spec_items(spec):
         kind, _, arg = item.partition(":")
         if kind == "sql" and db is None:
             from llmkit.agents.builtin.sql import SQLDatabase, sample_db_path

@@ -172,15 +172,11 @@ class Guard:
         spans = self.detector.flagged_spans(text)
         if not spans:
             return WITHHELD_DATA
-        kept, last = [], 0
-        for a, b in spans:
-            kept += [text[last:a], CUT_DATA]
-            last = b
-        cut = "".join(kept + [text[last:]])
-        rest = cut.replace(CUT_DATA, " ")
-        if not re.search(r"\w", rest) or self.detector.detect(rest).flagged:
+        bounds = [0] + [i for span in spans for i in span] + [len(text)]
+        kept = [text[a:b] for a, b in zip(bounds[::2], bounds[1::2])]  # the text between flagged spans
+        if not re.search(r"\w", "".join(kept)) or self.detector.detect(" ".join(kept)).flagged:
             return WITHHELD_DATA
-        return cut
+        return CUT_DATA.join(kept)
 
     def leaked(self, text: str, system: str | None = None) -> str | None:
         """How ``text`` leaks the system prompt: a canary form, 'verbatim' quote of ``system``, or None."""
