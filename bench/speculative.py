@@ -7,6 +7,10 @@ repetition: prompt lookup's home ground) and one free-form chat prompt. For each
 plain greedy (our Engine, batch 1), prompt-lookup speculation, and a layer-skip
 self-draft (the first --draft-layers blocks of the same model). Every run's
 tokens are checked identical to plain greedy; tok/s and acceptance are printed.
+
+A second table runs the same prompts through the server's scheduler (what
+`llmkit serve` runs), with --speculative 0 against --speculative K: one request at
+a time, prompt lookup with its back-off after misses.
 """
 
 from __future__ import annotations
@@ -66,6 +70,33 @@ def main() -> None:
         print(f"| {name} | {n / t0:.1f} | {len(look.token_ids) / t1:.1f} ({look.acceptance:.0%}) "
               f"= {t0 / t1:.2f}x | {len(skip.token_ids) / t2:.1f} ({skip.acceptance:.0%}) = {t0 / t2:.2f}x "
               f"| {'yes' if same else 'NO'} |")
+    scheduler_table(lm, engine, a.tokens, a.k)
+
+
+def scheduler_table(lm, engine, tokens: int, k: int) -> None:
+    from llmkit.generate import SamplingParams
+    from llmkit.generate.api import prompt_ids
+    from llmkit.generate.scheduler import Scheduler
+
+    def run(spec: int, ids):
+        sched = Scheduler(engine, speculative=spec).start()
+        try:
+            out, t = timed(lambda: sched.submit(ids, SamplingParams(max_tokens=tokens, temperature=0)).result()[0])
+        finally:
+            sched.stop()
+        return out, t, sched.stats
+
+    print(f"\n| prompt (server scheduler) | --speculative 0 tok/s | --speculative {k} tok/s | accepted/proposed "
+          f"| forwards | identical |")
+    print("|---|---|---|---|---|---|")
+    for name, text in PROMPTS.items():
+        ids = prompt_ids(lm, text, chat=True)
+        base, t0, _ = run(0, ids)
+        spec, t1, st = run(k, ids)
+        n = len(base.token_ids)
+        print(f"| {name} | {n / t0:.1f} | {len(spec.token_ids) / t1:.1f} = **{t0 / t1:.2f}x** "
+              f"| {st.spec_accepted}/{st.spec_proposed} | {st.steps + 1} for {len(spec.token_ids)} tokens "
+              f"| {'yes' if spec.token_ids == base.token_ids else 'NO'} |")
 
 
 if __name__ == "__main__":

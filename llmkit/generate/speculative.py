@@ -55,7 +55,7 @@ def ngram_proposal(seq: Sequence[int], k: int, max_ngram: int = 3, min_ngram: in
     return []
 
 
-class _Draft:
+class Draft:
     """A draft model with its own cache that trails the accepted sequence."""
 
     def __init__(self, model: Transformer, capacity: int):
@@ -95,7 +95,7 @@ def speculative_greedy(model: Transformer, prompt: Sequence[int], max_tokens: in
     stops = set(stop_ids)
     capacity = len(prompt) + max_tokens + k + 1
     cache = KVCache.allocate(model.cfg, 1, capacity, dtype=model.tok_emb.weight.dtype, device=dev)
-    drafter = _Draft(draft, capacity) if draft is not None else None
+    drafter = Draft(draft, capacity) if draft is not None else None
     logits = model(torch.tensor([prompt], device=dev), kv_cache=cache, last_only=True)[0, -1]
     seq, out = list(prompt), []
     res = SpeculativeResult(out, "length")

@@ -99,9 +99,10 @@ def _endpoint(path: str) -> str:
 
 
 def create_app(lm: LoadedModel, config: ServeConfig | None = None, spec: str | None = None,
-               hooks: ChatHooks | None = None) -> FastAPI:
+               hooks: ChatHooks | None = None, draft: LoadedModel | None = None) -> FastAPI:
+    """The app (``draft``: a same-tokenizer model that guesses tokens for speculative decoding)."""
     config = config or ServeConfig()
-    state = ServerState(lm, config, spec, hooks)
+    state = ServerState(lm, config, spec, hooks, draft)
     if config.embedder:
         state.embeddings = embeddings.EmbeddingService(config.embedder)
 

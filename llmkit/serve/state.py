@@ -40,6 +40,7 @@ class ServeConfig:
     chat_template: str | None = None  # override: chatml, llama3, alpaca
     retry_after_s: int = 1
     embedder: str | None = "minilm"  # /v1/embeddings model (loaded on first use); None: no embeddings endpoint
+    speculative: int = 4  # tokens guessed per step while one request runs alone (prompt lookup or draft); 0: off
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -47,8 +48,9 @@ class ServeConfig:
         for name in ("max_batch", "max_n", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}", f"{name} must be >= 1")
-        if self.max_queue < 0:
-            raise ConfigError(f"max_queue={self.max_queue}", "max_queue must be >= 0")
+        for name in ("max_queue", "speculative"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}", f"{name} must be >= 0")
 
 
 @dataclass
@@ -70,14 +72,19 @@ class ChatHooks:
 
 class ServerState:
     def __init__(self, lm: LoadedModel, config: ServeConfig, spec: str | None = None,
-                 hooks: ChatHooks | None = None):
+                 hooks: ChatHooks | None = None, draft: LoadedModel | None = None):
         self.lm = lm
         self.config = config
         self.hooks = hooks or ChatHooks()
         self.tokenizer = lm.tokenizer
         self.template = chat_template_for(lm, config.chat_template)
         self.engine = Engine(lm.model, lm.tokenizer)
-        self.scheduler = Scheduler(self.engine, config.max_batch, config.max_queue)
+        if draft is not None and draft.tokenizer.vocab_size != lm.tokenizer.vocab_size:
+            raise ConfigError(f"draft model {draft.name!r} has another tokenizer ({draft.tokenizer.vocab_size} "
+                              f"tokens, the model has {lm.tokenizer.vocab_size})",
+                              "use a draft trained with the served model's tokenizer")
+        self.scheduler = Scheduler(self.engine, config.max_batch, config.max_queue,
+                                   speculative=config.speculative, draft=draft.model if draft else None)
         self.model_id = config.served_name or lm.name
         # clients may name the model by its id, by what was asked on the command line, or by its path
         self.aliases = {self.model_id, lm.name, lm.source, str(lm.path)} | ({spec} if spec else set())
@@ -104,4 +111,8 @@ def _metrics(sched: Scheduler) -> Metrics:
             lambda: sched.stats.cancelled, "counter")
     m.gauge("llmkit_requests_rejected_total", "Requests refused with 429.", lambda: sched.stats.rejected, "counter")
     m.gauge("llmkit_decode_steps_total", "Batched decode forwards.", lambda: sched.stats.steps, "counter")
+    m.gauge("llmkit_spec_proposed_tokens_total", "Tokens guessed by speculative decoding.",
+            lambda: sched.stats.spec_proposed, "counter")
+    m.gauge("llmkit_spec_accepted_tokens_total", "Guessed tokens the model agreed with (free tokens).",
+            lambda: sched.stats.spec_accepted, "counter")
     return m

@@ -9,7 +9,7 @@ from llmkit.core.errors import ContextOverflowError
 from llmkit.generate import Engine, SamplingParams
 from llmkit.generate.scheduler import (Completion, QueueFullError, Scheduler, pack_rows,
                                        prompt_token_logprobs, row_segment)
-from llmkit.model import KVCache
+from llmkit.model import KVCache, Transformer
 
 PROMPTS = [[5, 17, 99, 3], [200, 1], [7, 8, 9, 10, 11, 12, 13, 14, 15], [42], list(range(30, 60))]
 
@@ -165,3 +165,90 @@ def test_prefill_budget_spreads_admissions_over_steps(engine):
     assert sched.running == 2
     got = drain(sched, reqs)
     assert all(c.token_ids == engine.generate([PROMPTS[4]], greedy(6))[0].token_ids for c in got)
+
+
+# ---- speculative decoding inside the scheduler: the same tokens as plain decoding, fewer forwards ----
+LOOPY = [list(range(40, 60)) * 2, [5, 17, 99, 3, 5, 17, 99, 3, 5, 17], PROMPTS[2]]
+
+
+def alone_then_spec(engine, prompt, params, **spec):
+    want = engine.generate([prompt], params)[0]
+    sched = Scheduler(engine, **spec)
+    got = drain(sched, [sched.submit(prompt, params)])[0]
+    return want, got, sched
+
+
+@pytest.mark.parametrize("prompt", LOOPY)
+def test_speculative_greedy_equals_plain_in_fewer_steps(engine, prompt):
+    want, got, sched = alone_then_spec(engine, prompt, greedy(40, logprobs=1), speculative=4)
+    assert got.token_ids == want.token_ids and got.text == want.text
+    # logprobs catch a cache that is off by one slot even where the tiny model's argmax does not move
+    assert [a.logprob for a in got.logprobs] == pytest.approx([b.logprob for b in want.logprobs], abs=1e-4)
+    assert sched.stats.spec_rounds > 0 and sched.stats.spec_accepted > 0
+    assert sched.stats.steps < 40 - 1  # some steps yielded more than one token
+    assert sched.running == 0 and sched._cache is None
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(max_tokens=30, temperature=0.7, top_p=0.95, seed=11, ignore_eos=True),
+    greedy(30, frequency_penalty=0.8, presence_penalty=0.3),
+    greedy(30, repetition_penalty=1.2),
+    greedy(30, logprobs=2),
+])
+def test_speculative_keeps_sampling_penalties_and_logprobs_exact(engine, params):
+    # one-token n-gram matches, so sampled and penalised rows (which rarely repeat 2-grams) still get guesses
+    want, got, sched = alone_then_spec(engine, LOOPY[0], params, speculative=3, min_ngram=1)
+    assert got.token_ids == want.token_ids
+    if params.logprobs is not None:
+        for a, b in zip(got.logprobs, want.logprobs):
+            assert a.token_id == b.token_id and a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    assert sched.stats.spec_rounds > 0
+
+
+def test_speculative_stops_on_stop_strings_and_max_tokens(engine):
+    free = engine.generate([LOOPY[1]], greedy(30))[0]
+    for params in (greedy(30, stop=[free.text[9:11]]), greedy(7), greedy(1)):
+        want, got, _ = alone_then_spec(engine, LOOPY[1], params, speculative=4)
+        assert (got.token_ids, got.text, got.finish_reason) == (want.token_ids, want.text, want.finish_reason)
+
+
+def test_speculative_with_a_draft_model(engine, tiny_model):
+    from llmkit.generate.speculative import layer_skip_draft
+    for draft in (tiny_model, layer_skip_draft(tiny_model, 1)):
+        want, got, sched = alone_then_spec(engine, PROMPTS[0], greedy(25), speculative=3, draft=draft)
+        assert got.token_ids == want.token_ids
+    assert sched.stats.spec_proposed > 0
+
+
+def test_speculative_pauses_while_others_run_and_resumes(engine):
+    sched = Scheduler(engine, max_batch=4, speculative=4)
+    a = sched.submit(LOOPY[0], greedy(40))
+    sched.step(), sched.step()
+    assert sched.stats.spec_rounds > 0
+    b = sched.submit(PROMPTS[1], greedy(6))
+    rounds = sched.stats.spec_rounds
+    sched.step(), sched.step()
+    assert sched.running == 2 and sched.stats.spec_rounds == rounds  # two rows: plain batched steps
+    got = drain(sched, [a, b])
+    assert got[0].token_ids == engine.generate([LOOPY[0]], greedy(40))[0].token_ids
+    assert got[1].token_ids == engine.generate([PROMPTS[1]], greedy(6))[0].token_ids
+    assert sched.stats.spec_rounds > rounds  # back to speculating once a ran alone again
+
+
+def test_speculative_under_a_constraint(engine, byte_tok):
+    from llmkit.generate.constrain import compile_regex
+    g = compile_regex(r"(ab|cd){3,12}", byte_tok, [256])
+    params = SamplingParams(max_tokens=30, temperature=0)
+    plain = Scheduler(engine)
+    want = drain(plain, [plain.submit(LOOPY[0], params, constraint=g.start())])[0]
+    spec = Scheduler(engine, speculative=4)
+    got = drain(spec, [spec.submit(LOOPY[0], params, constraint=g.start())])[0]
+    assert got.token_ids == want.token_ids
+
+
+def test_speculative_rejects_bad_settings(engine, tiny_model):
+    with pytest.raises(Exception, match="speculative=-1"):
+        Scheduler(engine, speculative=-1)
+    other = Transformer(tiny_model.cfg.replace(vocab_size=400)).init_weights(seed=1)
+    with pytest.raises(Exception, match="vocabulary"):
+        Scheduler(engine, speculative=2, draft=other)
