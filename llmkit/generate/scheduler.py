@@ -5,7 +5,11 @@
     for delta in req.iter(): print(delta.text, end="")      # or `async for delta in req.aiter()`
     req.cancel()                                             # frees the slot at the next token boundary
 
-One background thread owns the model. Each loop iteration (a "step"):
+One thread owns the model: a background thread (``start()``), or the caller's own thread
+(``run()``, what `llmkit serve` uses). Other torch work of the process can be sent to the
+same thread with ``call(fn)`` (the server's embeddings), so one OpenMP thread team does
+all the math. On a 2-core CPU a second team makes libgomp's idle workers sleep instead of
+spin, and batch-1 decode then runs ~40% slower. Each loop iteration (a "step"):
   1. drops cancelled requests (their KV rows leave the cache),
   2. admits waiting requests while there is a free slot: each prompt is prefilled on
      its own, its first token sampled, and its KV rows are packed into the batch cache,
@@ -30,6 +34,7 @@ padding that finished rows left behind.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import queue
 import threading
@@ -230,6 +235,9 @@ class Scheduler:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._running = False  # a loop is running (in our thread or the caller's)
+        self._in_caller = False  # run() owns the loop: start() must not spawn a thread
+        self._calls: deque[tuple[Callable[[], object], concurrent.futures.Future]] = deque()
 
     # ---- public API --------------------------------------------------------------------------
     @property
@@ -242,7 +250,7 @@ class Scheduler:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._running and not self._stopping
 
     def submit(self, prompt: Sequence[int], params: SamplingParams | None = None, *,
                constraint: Constraint | None = None, prompt_logprobs: int | None = None) -> Request:
@@ -265,12 +273,36 @@ class Scheduler:
         reqs = [self.submit(p, params) for p in prompts]
         return [r.result()[0] for r in reqs]
 
+    def call(self, fn: Callable[[], object]) -> concurrent.futures.Future:
+        """Run fn() on the scheduler's thread between two steps; its result (or error) in the future."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if self._stopping or not self._running:
+                fut.set_exception(GenerationError("the scheduler is not running", "start the server first"))
+                return fut
+            self._calls.append((fn, fut))
+            self._cv.notify()
+        return fut
+
     def start(self) -> "Scheduler":
-        if self._thread is None:
-            self._stopping = False
+        """Run the loop in a background thread (a no-op while run() owns it in the caller's thread)."""
+        if self._thread is None and not self._in_caller:
+            self._stopping, self._running = False, True
             self._thread = threading.Thread(target=self._loop, name="llmkit-scheduler", daemon=True)
             self._thread.start()
         return self
+
+    def run(self, keep_going: Callable[[], bool] = lambda: True) -> None:
+        """Run the loop in this thread until stop() (from another thread) or keep_going() is False."""
+        with self._cv:
+            self._in_caller, self._stopping, self._running = True, False, True
+        try:
+            self._loop(keep_going)
+        finally:
+            with self._cv:
+                self._stopping = True
+            self._in_caller = False
+            self._shutdown()
 
     def stop(self) -> None:
         with self._cv:
@@ -279,29 +311,54 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Fail whatever is still queued or running (called once the loop has exited)."""
+        self._running = False
         for req in list(self._waiting) + [lv.req for lv in self._live]:
             self._end(req, GenerationError("the server is shutting down", "retry on another instance"))
         self._waiting.clear()
         self._live, self._cache = [], None
+        while self._calls:
+            self._calls.popleft()[1].set_exception(GenerationError("the server is shutting down", "retry"))
 
     # ---- the loop ----------------------------------------------------------------------------
     def _wake(self) -> None:
         with self._cv:
             self._cv.notify()
 
-    def _loop(self) -> None:
+    def _loop(self, keep_going: Callable[[], bool] = lambda: True) -> None:
         while True:
             with self._cv:
-                while not self._stopping and not self._waiting and not self._live:
-                    self._cv.wait()
+                while not self._stopping and not self._waiting and not self._live and not self._calls:
+                    if not self._cv.wait(timeout=0.5) and not keep_going():
+                        return
                 if self._stopping:
                     return
+            self._run_calls()
             try:
                 self.step()
             except Exception as e:  # a failed forward must not kill the server: fail this batch, go on
                 for lv in self._live:
                     self._end(lv.req, e)
                 self._live, self._cache = [], None
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            with self._cv:
+                fn, fut = self._calls.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001 - handed to the caller through the future
+                fut.set_exception(e)
+                continue
+            except BaseException as e:  # Ctrl-C while it ran: the caller hears of it, the loop stops
+                fut.set_exception(e)
+                raise
+            fut.set_result(result)
 
     @torch.inference_mode()
     def step(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from llmkit.core.errors import ConfigError
 from llmkit.formats.loader import LoadedModel, load_model
 from llmkit.serve.state import ChatHooks, ServeConfig
@@ -25,4 +28,34 @@ def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = Non
     if isinstance(draft, str):
         draft = load_model(draft, device=device, dtype=dtype)
     app = create_app(lm, config, spec, hooks, draft)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
+                                           timeout_graceful_shutdown=5))
+    # HTTP in a thread, the model in this one: the thread that loaded the weights keeps doing all
+    # the math, so the process has one OpenMP team (see llmkit.generate.scheduler)
+    web = threading.Thread(target=_run_http, args=(server,), name="llmkit-http", daemon=True)
+    web.start()
+    # uvicorn cannot catch signals off the main thread; Ctrl-C or SIGTERM end the loop here instead
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        app.state.llmkit.scheduler.run(keep_going=web.is_alive)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.should_exit = True
+        web.join(timeout=10)
+    if not server.started:
+        raise ConfigError(f"could not serve on {config.host}:{config.port} (uvicorn's log above says why)",
+                          "pick a free port with --port, or stop the process that holds it")
+
+
+def _run_http(server) -> None:
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind; serve() reports it as a typed error
+        pass
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

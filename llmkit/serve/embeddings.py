@@ -123,4 +123,6 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     if body.model not in service.aliases:
         raise ModelNotServedError(f"model {body.model!r} is not an embedding model served here",
                                   f"use {service.model_id!r} (GET /v1/models lists it)")
+    if state.scheduler.alive:  # on the model's thread, between decode steps: one OpenMP team for all the math
+        return await asyncio.wrap_future(state.scheduler.call(lambda: service.embed(body)))
     return await asyncio.to_thread(service.embed, body)

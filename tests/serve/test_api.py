@@ -54,15 +54,16 @@ def test_greedy_completion_equals_engine(client, smollm2):
 
 def test_speculative_decoding_keeps_greedy_output(client, live, smollm2):
     """The server speculates by default (prompt lookup); a copying answer gets free tokens, same text."""
-    text = "def area(radius):\n    return 3.14159 * radius * radius\n"
-    prompt = f"Copy this code exactly.\n\n{text}\nCopy:\n{text}\nCopy:\n"
+    ask = "Repeat this sentence three times: The quick brown fox jumps over the lazy dog."
     before = live.state.scheduler.stats.spec_accepted
-    out = complete(client, prompt=prompt, max_tokens=24, logprobs=1)
-    ids = prompt_ids(smollm2, prompt)
-    params = SamplingParams(max_tokens=24, temperature=0, logprobs=1)
+    r = client.post("/v1/chat/completions", json={"model": "smollm2", "temperature": 0, "max_tokens": 40,
+                                                  "logprobs": True, "messages": [{"role": "user", "content": ask}]})
+    choice = r.json()["choices"][0]
+    ids = prompt_ids(smollm2, ask, chat=True)
+    params = SamplingParams(max_tokens=40, temperature=0, logprobs=0)
     ref = Engine(smollm2.model, smollm2.tokenizer).generate([ids], params)[0]
-    assert out["choices"][0]["text"] == ref.text
-    got_lp = out["choices"][0]["logprobs"]["token_logprobs"]
+    assert choice["message"]["content"] == ref.text
+    got_lp = [c["logprob"] for c in choice["logprobs"]["content"]]
     assert got_lp == pytest.approx([t.logprob for t in ref.logprobs], abs=1e-3)
     assert live.state.scheduler.stats.spec_accepted > before  # the copy was guessed, not decoded one by one
     assert "llmkit_spec_accepted_tokens_total" in client.get("/metrics").text
