@@ -79,11 +79,15 @@ def scheduler_table(lm, engine, tokens: int, k: int) -> None:
     from llmkit.generate.scheduler import Scheduler
 
     def run(spec: int, ids):
-        sched = Scheduler(engine, speculative=spec).start()
-        try:
-            out, t = timed(lambda: sched.submit(ids, SamplingParams(max_tokens=tokens, temperature=0)).result()[0])
-        finally:
-            sched.stop()
+        sched = Scheduler(engine, speculative=spec)  # stepped on this thread, as `llmkit serve` runs it
+
+        def go():
+            req = sched.submit(ids, SamplingParams(max_tokens=tokens, temperature=0))
+            while not req.finished:
+                sched.step()
+            return req.result()[0]
+
+        out, t = timed(go)
         return out, t, sched.stats
 
     print(f"\n| prompt (server scheduler) | --speculative 0 tok/s | --speculative {k} tok/s | accepted/proposed "
