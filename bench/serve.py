@@ -118,6 +118,30 @@ def sequential(lm, specs):
     return tokens, time.perf_counter() - t0
 
 
+def drive(server, sched, url, specs, a, out: dict) -> None:
+    """On a helper thread: start HTTP, run the load (and the soak rounds), stop the scheduler."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    try:
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        asyncio.run(load(url, specs[:2]))  # warm-up
+        results, wall = asyncio.run(load(url, specs))
+        time.sleep(1.0)
+        soak = [rss_mb()]
+        for r in range(1, a.rounds):  # memory soak: the same load again; RSS after each round must level off
+            more, w = asyncio.run(load(url, make_requests(a.clients, a.min_tokens, a.max_tokens, seed=r)))
+            results += more
+            soak.append(rss_mb())
+            print(f"round {r + 1}/{a.rounds}: {sum(x['tokens'] for x in more) / w:.1f} tok/s, "
+                  f"RSS {soak[-1]:.0f} MB", flush=True)
+        out.update(results=results, wall=wall, soak=soak, leaked=sched.running + sched.waiting)
+        server.should_exit = True
+        thread.join(30)
+    finally:
+        sched.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=32)
@@ -144,30 +168,19 @@ def main() -> None:
     app = create_app(lm, ServeConfig(max_batch=a.max_batch, max_queue=4 * a.clients, served_name="smollm2"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
     seq_specs = [s for s in specs if not s["hang_up_after"]][:a.seq]
     half = max(len(seq_specs) // 2, 1)
     before = sequential(lm, seq_specs[:half])  # the machine's load drifts: measure before and after
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    results, wall = asyncio.run(load(url, specs[:2]))  # warm-up
-    results, wall = asyncio.run(load(url, specs))
-    time.sleep(1.0)
-    soak = [rss_mb()]
-    for r in range(1, a.rounds):  # memory soak: the same load again; RSS after each round must level off
-        more, w = asyncio.run(load(url, make_requests(a.clients, a.min_tokens, a.max_tokens, seed=r)))
-        results += more
-        soak.append(rss_mb())
-        print(f"round {r + 1}/{a.rounds}: {sum(x['tokens'] for x in more) / w:.1f} tok/s, RSS {soak[-1]:.0f} MB",
-              flush=True)
-    sched = app.state.llmkit.scheduler
-    leaked = sched.running + sched.waiting
+    sched = app.state.llmkit.scheduler.hold()  # as `llmkit serve`: the model on this thread, HTTP on others
+    out: dict = {}
+    helper = threading.Thread(target=drive, args=(server, sched, url, specs, a, out), daemon=True)
+    helper.start()
+    sched.run(keep_going=helper.is_alive)
+    helper.join(30)
+    results, wall, soak, leaked = out["results"], out["wall"], out["soak"], out["leaked"]
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    server.should_exit = True
-    thread.join(30)
 
     after = sequential(lm, seq_specs[half:]) if len(seq_specs) > half else (0, 0.0)
     seq_tokens, seq_time = before[0] + after[0], before[1] + after[1]

@@ -292,9 +292,18 @@ class Scheduler:
             self._thread.start()
         return self
 
+    def hold(self) -> "Scheduler":
+        """Reserve the loop for run() in the caller's thread: start() becomes a no-op (call before
+        anything that may call start(), such as a web app's startup, can run)."""
+        with self._cv:
+            self._in_caller = True
+        return self
+
     def run(self, keep_going: Callable[[], bool] = lambda: True) -> None:
         """Run the loop in this thread until stop() (from another thread) or keep_going() is False."""
         with self._cv:
+            if self._thread is not None:
+                raise GenerationError("the scheduler already runs in a background thread", "call hold() first")
             self._in_caller, self._stopping, self._running = True, False, True
         try:
             self._loop(keep_going)

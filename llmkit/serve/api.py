@@ -32,12 +32,13 @@ def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = Non
                                            timeout_graceful_shutdown=5))
     # HTTP in a thread, the model in this one: the thread that loaded the weights keeps doing all
     # the math, so the process has one OpenMP team (see llmkit.generate.scheduler)
+    sched = app.state.llmkit.scheduler.hold()  # before the app's startup could start a thread of its own
     web = threading.Thread(target=_run_http, args=(server,), name="llmkit-http", daemon=True)
     web.start()
     # uvicorn cannot catch signals off the main thread; Ctrl-C or SIGTERM end the loop here instead
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        app.state.llmkit.scheduler.run(keep_going=web.is_alive)
+        sched.run(keep_going=web.is_alive)
     except KeyboardInterrupt:
         pass
     finally:
