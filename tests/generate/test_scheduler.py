@@ -1,6 +1,7 @@
 """Continuous batching: results under concurrency equal each request run alone."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -252,3 +253,38 @@ def test_speculative_rejects_bad_settings(engine, tiny_model):
     other = Transformer(tiny_model.cfg.replace(vocab_size=400)).init_weights(seed=1)
     with pytest.raises(Exception, match="vocabulary"):
         Scheduler(engine, speculative=2, draft=other)
+
+
+def test_call_runs_on_the_scheduler_thread_and_passes_errors_back(engine):
+    sched = Scheduler(engine)
+    with pytest.raises(Exception, match="not running"):
+        sched.call(lambda: 1).result(1)
+    sched.start()
+    try:
+        assert sched.call(lambda: threading.current_thread().name).result(10) == "llmkit-scheduler"
+        with pytest.raises(ZeroDivisionError):
+            sched.call(lambda: 1 / 0).result(10)
+        assert sched.alive  # a failing call does not stop the loop
+    finally:
+        sched.stop()
+    assert not sched.alive
+
+
+def test_run_in_the_callers_thread_until_stopped(engine):
+    sched = Scheduler(engine).hold()
+    assert sched.start()._thread is None  # held: start() must not spawn a second loop
+    out = {}
+
+    def client():
+        while not sched.alive:
+            time.sleep(0.01)
+        out["tokens"] = sched.submit(PROMPTS[0], greedy(6)).result()[0].token_ids
+        out["thread"] = sched.call(lambda: threading.current_thread().name).result(10)
+        sched.stop()
+
+    helper = threading.Thread(target=client)
+    helper.start()
+    sched.run()
+    helper.join(10)
+    assert out["tokens"] == engine.generate([PROMPTS[0]], greedy(6))[0].token_ids
+    assert out["thread"] == threading.current_thread().name and not sched.alive
