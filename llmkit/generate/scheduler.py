@@ -48,7 +48,7 @@ import torch
 from llmkit.core.errors import GenerationError, LLMKitError
 from llmkit.generate.engine import Completion, Delta, Engine, TokenLogprob, Row
 from llmkit.generate.sampling import SamplingParams, process_logits, sample, uses_penalties
-from llmkit.generate.speculative import Draft, ngram_proposal
+from llmkit.generate.speculative import Draft, check_draft, ngram_proposal
 from llmkit.model import KVCache, Transformer
 
 
@@ -216,9 +216,7 @@ class Scheduler:
                                   "max_batch must be >= 1 and max_queue >= 0")
         if speculative < 0:
             raise GenerationError(f"speculative={speculative}", "guess 0 (off) or more tokens per step")
-        if draft is not None and draft.cfg.vocab_size != engine.model.cfg.vocab_size:
-            raise GenerationError(f"the draft model's vocabulary ({draft.cfg.vocab_size}) differs from the "
-                                  f"target's ({engine.model.cfg.vocab_size})", "use a draft with the same tokenizer")
+        check_draft(engine.model, draft)
         # guesses per step when one request runs alone: prompt lookup, or the draft model when given
         self.speculative, self.draft = speculative, draft
         # prompt lookup matches n-grams of min..max tokens; a single-token match guesses wrong too often

@@ -55,6 +55,13 @@ def ngram_proposal(seq: Sequence[int], k: int, max_ngram: int = 3, min_ngram: in
     return []
 
 
+def check_draft(model: Transformer, draft: Transformer | None) -> None:
+    """A draft must share the target's vocabulary: its guesses are token ids of the target."""
+    if draft is not None and draft.cfg.vocab_size != model.cfg.vocab_size:
+        raise GenerationError(f"the draft model's vocabulary ({draft.cfg.vocab_size}) differs from the "
+                              f"target's ({model.cfg.vocab_size})", "use a draft trained with the same tokenizer")
+
+
 class Draft:
     """A draft model with its own cache that trails the accepted sequence."""
 
@@ -88,9 +95,7 @@ def speculative_greedy(model: Transformer, prompt: Sequence[int], max_tokens: in
                               "shorten the prompt or lower max_tokens")
     if k < 1:
         raise GenerationError(f"k={k}", "propose at least one token per round")
-    if draft is not None and draft.cfg.vocab_size != model.cfg.vocab_size:
-        raise GenerationError("the draft model's vocabulary differs from the target's",
-                              "use a draft trained with the same tokenizer")
+    check_draft(model, draft)
     dev = model.tok_emb.weight.device
     stops = set(stop_ids)
     capacity = len(prompt) + max_tokens + k + 1

@@ -79,10 +79,6 @@ class ServerState:
         self.tokenizer = lm.tokenizer
         self.template = chat_template_for(lm, config.chat_template)
         self.engine = Engine(lm.model, lm.tokenizer)
-        if draft is not None and draft.tokenizer.vocab_size != lm.tokenizer.vocab_size:
-            raise ConfigError(f"draft model {draft.name!r} has another tokenizer ({draft.tokenizer.vocab_size} "
-                              f"tokens, the model has {lm.tokenizer.vocab_size})",
-                              "use a draft trained with the served model's tokenizer")
         self.scheduler = Scheduler(self.engine, config.max_batch, config.max_queue,
                                    speculative=config.speculative, draft=draft.model if draft else None)
         self.model_id = config.served_name or lm.name
