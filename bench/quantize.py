@@ -10,13 +10,18 @@ rows x (tokens - 1) / (time for N tokens - time for 1 token). Perplexity is on
 held-out stdlib text, scored through the same kernels decode uses (every
 linear layer runs the quantized kernel, int8-rounded activations included).
 --kernels also times each SmolLM2 layer shape alone for every candidate kernel.
+--llama-python PY also times llama.cpp (llama-cpp-python, run by interpreter PY) on the
+same GGUF file, same prompt, same thread count, EOS suppressed, batch 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
 import warnings
 
@@ -71,6 +76,37 @@ def decode_speeds(models: dict, batch: int, tokens: int, repeats: int, hf_run=No
 def hf_runner(batch: int, cache: dict):
     """transformers `generate` on the packaged GGUF in fp32 (same prompts), as run(n)."""
     return hf_chat_runner(PROMPTS[:batch], cache)[0]
+
+
+LLAMA_SCRIPT = """
+import json, sys, time
+from llama_cpp import Llama
+path, prompt, tokens, repeats, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+llm = Llama(model_path=path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+bias = {llm.token_eos(): -1e9}
+def run(n):
+    t = time.perf_counter()
+    llm.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=n, temperature=0.0,
+                               logit_bias=bias)
+    return time.perf_counter() - t
+run(4)
+t1 = min(run(1) for _ in range(repeats))
+tn = min(run(tokens) for _ in range(repeats))
+print(json.dumps({"tok_s": (tokens - 1) / (tn - t1)}))
+"""
+
+
+def llama_cpp_speed(python: str, tokens: int, repeats: int) -> float | None:
+    """llama.cpp decode tok/s at batch 1 on the packaged GGUF, or None when it cannot run."""
+    from llmkit.core.assets import asset_path
+
+    cmd = [python, "-c", LLAMA_SCRIPT, str(asset_path("smollm2")), PROMPTS[0], str(tokens), str(repeats),
+           str(torch.get_num_threads())]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"llama.cpp did not run (rc {r.returncode}): {r.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])["tok_s"]
 
 
 def perplexity_as_decoded(lm, ids: list[int], max_tokens: int) -> float:
@@ -142,6 +178,8 @@ def main() -> None:
     ap.add_argument("--ppl-tokens", type=int, default=4096)
     ap.add_argument("--kernels", action="store_true", help="also time each layer shape for every kernel candidate")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers side")
+    ap.add_argument("--llama-python", default=None,
+                    help="a Python with llama-cpp-python installed: also time llama.cpp on the same GGUF (batch 1)")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -157,6 +195,7 @@ def main() -> None:
     for b in [int(x) for x in a.batches.split(",")]:
         speeds = decode_speeds(models, b, a.tokens, a.repeats, None if a.no_hf else hf_runner(b, cache))
         hf = speeds.get("transformers fp32")
+        llama = llama_cpp_speed(a.llama_python, a.tokens, a.repeats) if a.llama_python and b == 1 else None
         base = ppl["llmkit fp32"]
         print(f"\nbatch {b}\n\n| model | decode tok/s | vs transformers fp32 | perplexity | vs fp32 |\n"
               "|---|---|---|---|---|")
@@ -167,6 +206,10 @@ def main() -> None:
             ratio = f"{tps / hf:.2f}x" if hf else "—"
             print(f"| {name} | {tps:.1f} | {ratio} | {ppl[name]:.3f} | {100 * (ppl[name] / base - 1):+.2f}% |",
                   flush=True)
+        if llama:
+            ratio = f"{llama / hf:.2f}x" if hf else "—"
+            print(f"| llama.cpp, same GGUF (Q4_1) | {llama:.1f} | {ratio} | — | — |")
+            print(f"\nllmkit GGUF Q4_1 (packed) / llama.cpp: {speeds['llmkit GGUF Q4_1 (packed)'] / llama:.2f}x")
     if a.kernels:
         kernel_table()
 

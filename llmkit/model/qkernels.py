@@ -1,6 +1,8 @@
-"""The quantized-matmul CPU kernels (csrc/qmatmul.cpp), built on first use.
+"""The quantized CPU kernels (csrc/: qmatmul.cpp, decode.cpp, qkernel.h), built on first use.
 
-The C++ source ships with the package and is compiled once per machine with
+``q4_matmul`` / ``q8_matmul`` run one quantized linear layer; ``DecodePlan``
+runs a whole batch-1 decode step of a quantized Llama-style model (see
+``fast_decode``). The C++ source ships with the package and is compiled once per machine with
 ``torch.utils.cpp_extension`` (about 40 s with gcc; the build is cached under
 ``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``, keyed by the
 source's hash so an edited kernel rebuilds). Without a compiler, on a CPU
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "qmatmul.cpp"
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c"]
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = [CSRC / "qmatmul.cpp", CSRC / "decode.cpp"]
+HEADERS = [CSRC / "qkernel.h"]
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]  # -fopenmp: at::parallel_for is an OpenMP pragma
 _state: dict[str, object] = {}
 
 
@@ -40,18 +44,20 @@ def _ninja_on_path() -> None:
 
 
 def kernels():
-    """The compiled extension module (q4_matmul, q8_matmul), or None when it cannot be used here."""
+    """The compiled extension module (q4_matmul, q8_matmul, DecodePlan), or None when it cannot be used here."""
     if "mod" in _state:
         return _state["mod"]
     mod = None
     if os.environ.get("LLMKIT_QKERNEL", "1") != "0" and _cpu_ok():
-        digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:10]
+        code = b"".join(p.read_bytes() for p in SOURCES + HEADERS)
+        digest = hashlib.sha256(code + " ".join(_FLAGS).encode()).hexdigest()[:10]
         try:
             from torch.utils.cpp_extension import load
 
             _ninja_on_path()
 
-            mod = load(f"llmkit_qmatmul_{digest}", [str(SOURCE)], extra_cflags=_FLAGS, verbose=False)
+            mod = load(f"llmkit_qmatmul_{digest}", [str(p) for p in SOURCES], extra_cflags=_FLAGS,
+                       extra_include_paths=[str(CSRC)], extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as e:  # no compiler / headers: the torch fallback still gives the same numbers
             warnings.warn(f"llmkit: quantized CPU kernel unavailable ({type(e).__name__}: {str(e)[:200]}); "
                           "using dequantize + matmul", RuntimeWarning, stacklevel=2)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from llmkit.core.errors import ContextOverflowError
+from llmkit.model import fast_decode
 from llmkit.model.config import ModelConfig
 from llmkit.model.kv_cache import KVCache
 from llmkit.model.layers import Block, make_norm
@@ -133,13 +134,17 @@ class Transformer(nn.Module):
             raise ContextOverflowError(
                 f"sequence of {end} tokens exceeds the context window of {limit}",
                 "shorten the prompt or lower max_tokens")
+        if self.cfg.pos == "rope" and end > self._rope_len:
+            self._build_rope(max(end, 2 * self._rope_len))
+        if fast_decode.usable(self, idx, kv_cache):
+            plan = fast_decode.plan_for(self)
+            if plan is not None:  # batch-1 quantized decode: all blocks in one C++ call
+                return self.lm_head(self.norm_f(fast_decode.step(self, plan, idx, kv_cache)))
         x = self.tok_emb(idx)  # (B, T, C)
         padded = kv_cache is not None and kv_cache.padded
         positions = kv_cache.positions(T) if padded else None  # (B, T), only when rows differ
         cos = sin = None
         if self.cfg.pos == "rope":
-            if end > self._rope_len:
-                self._build_rope(max(end, 2 * self._rope_len))
             if positions is None:
                 cos, sin = self.rope_cos[pos0:end][None, None], self.rope_sin[pos0:end][None, None]  # (1, 1, T, D/2)
             else:
