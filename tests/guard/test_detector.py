@@ -81,6 +81,10 @@ def test_retrain_reproduces_the_shipped_weights(tmp_path):
 
     report = train_detector(out=tmp_path / "d.npz")
     with np.load(tmp_path / "d.npz") as a, np.load(WEIGHTS) as b:
-        assert np.array_equal(a["weights"], b["weights"]) and a["bias"] == b["bias"]
+        # the same numbers up to numpy's SIMD paths (AVX2 vs AVX-512 sum in different orders):
+        # a last-bit change in float64 can move a weight by one float16 step
+        wa, wb = a["weights"].astype(np.float32), b["weights"].astype(np.float32)
+        assert np.allclose(wa, wb, rtol=2e-3, atol=1e-6), np.abs(wa - wb).max()
+        assert (wa != wb).mean() < 0.01 and abs(float(a["bias"]) - float(b["bias"])) < 1e-3
     assert report["held_out"]["combined"]["f1"] > 0.95
     json.dumps(report)
