@@ -51,10 +51,12 @@ def _key(model: "Transformer") -> tuple:
     return tuple(key)
 
 
-def _eligible(model: "Transformer") -> bool:
+def _shape_fits(model: "Transformer") -> bool:
     c = model.cfg
-    if c.pos != "rope" or c.norm != "rmsnorm" or c.mlp != "swiglu" or c.n_expert:
-        return False
+    return c.pos == "rope" and c.norm == "rmsnorm" and c.mlp == "swiglu" and not c.n_expert
+
+
+def _eligible(model: "Transformer") -> bool:
     for b in model.blocks:
         if not (isinstance(b.attn_norm, RMSNorm) and isinstance(b.mlp_norm, RMSNorm) and isinstance(b.mlp, MLP)):
             return False
@@ -78,7 +80,7 @@ def _build(model: "Transformer", k):
 
 def plan_for(model: "Transformer"):
     """The model's DecodePlan, built on first use and kept until a layer changes; None when not eligible."""
-    if not ENABLED:
+    if not ENABLED or not _shape_fits(model):  # MoE blocks have no w_up: check the shape before _key
         return None
     key = _key(model)
     cached = model.__dict__.get("_decode_plan")

@@ -87,6 +87,12 @@ def test_only_eligible_models_get_a_plan():
                                    mlp="gelu")).eval()
     quantize_model(gpt2, "int8")
     assert fast_decode.plan_for(gpt2) is None
+    moe = Transformer(ModelConfig(vocab_size=256, n_layer=2, d_model=64, n_expert=2)).eval()
+    assert fast_decode.plan_for(moe) is None
+    with torch.no_grad():  # a one-token MoE decode goes the regular way
+        cache = KVCache.allocate(moe.cfg, 1, 8)
+        moe(torch.tensor([[1, 2]]), kv_cache=cache)
+        assert moe(torch.tensor([[3]]), kv_cache=cache).shape == (1, 1, 256)
     m = _model(8)
     assert fast_decode.plan_for(m) is not None
     apply_lora(m, LoRAConfig(r=4, targets=["wq"]))  # a wrapped projection: the plan would skip the adapter

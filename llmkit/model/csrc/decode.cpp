@@ -132,7 +132,7 @@ class DecodePlan {
                   c->size(2) == Hkv_ && c->size(4) == D_ && pos < c->size(3), "bad cache");
     TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.size(0) > pos && cos.size(1) == D_ / 2 &&
                 cos.sizes() == sin.sizes(), "bad rope tables");
-    const int64_t S = k_cache.size(3), layer_stride = k_cache.stride(0), head_stride = k_cache.stride(2);
+    const int64_t layer_stride = k_cache.stride(0), head_stride = k_cache.stride(2);
     h_.resize(std::max(C_, F_));
     q_.resize(H_ * D_);
     kv_.resize(2 * Hkv_ * D_);
@@ -168,10 +168,7 @@ class DecodePlan {
       llmkit::qlinear(l.down, g_.data(), 1, out_.data(), sc_);
       for (int64_t i = 0; i < C_; ++i) xp[i] += out_[i];
     }
-    (void)S;
   }
-
-  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
 
  private:
   // att_ (H, D) = softmax(q K^T / sqrt(D)) V over the first n cache slots, one query head at a time.
@@ -217,6 +214,5 @@ void bind_decode(pybind11::module& m) {
       .def(pybind11::init<int64_t, int64_t, int64_t, int64_t, int64_t, double>())
       .def("add_layer", &DecodePlan::add_layer)
       .def("add_linear", &DecodePlan::add_linear)
-      .def("step", &DecodePlan::step, pybind11::call_guard<pybind11::gil_scoped_release>())
-      .def("num_layers", &DecodePlan::num_layers);
+      .def("step", &DecodePlan::step, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
