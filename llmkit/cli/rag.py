@@ -22,6 +22,11 @@ def _retrieval_args(p: argparse.ArgumentParser, k: int) -> None:
     p.add_argument("-k", type=int, default=k, help="number of chunks to return (default %(default)s)")
     p.add_argument("--where", default=None, help='metadata filter as JSON, e.g. \'{"kind": "markdown"}\'')
     p.add_argument("--mode", default="hybrid", choices=["dense", "bm25", "hybrid"], help="retriever (default %(default)s)")
+    p.add_argument("--fusion", default="cc", choices=["cc", "rrf"],
+                   help="hybrid: cc = weighted sum of min-max scaled scores, rrf = reciprocal rank fusion "
+                        "(default %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="hybrid cc: weight of the BM25 score, 1 - alpha goes to the dense one (default %(default)s)")
     p.add_argument("--mmr", action="store_true", help="diversify results with maximal marginal relevance")
     p.add_argument("--rerank", action="store_true", help="re-rank candidates by SmolLM2 query likelihood (slow)")
     p.add_argument("--transform", default=None, choices=["hyde", "multi"],
@@ -31,7 +36,8 @@ def _retrieval_args(p: argparse.ArgumentParser, k: int) -> None:
 def _cfg(a):
     from llmkit.rag.retrieve import RetrievalConfig
 
-    return RetrievalConfig(mode=a.mode, k=a.k, where=a.where, mmr=a.mmr, rerank=a.rerank, transform=a.transform)
+    return RetrievalConfig(mode=a.mode, k=a.k, where=a.where, fusion=a.fusion, alpha=a.alpha, mmr=a.mmr,
+                           rerank=a.rerank, transform=a.transform)
 
 
 def _llm_if_needed(a):
@@ -120,13 +126,16 @@ def cmd_eval(a) -> None:
     from llmkit.rag.api import rag_eval
     from llmkit.rag.evaluate import markdown_table
 
-    res = rag_eval(a.dataset, a.limit, a.answers, a.store, a.db, hooks=_hooks(a))
+    cfg = _cfg(a)
+    res = rag_eval(a.dataset, a.limit, a.answers, a.store, a.db, hooks=_hooks(a), llm=_llm_if_needed(a), cfg=cfg)
     print(f"{res['dataset']}: {res['questions']} questions over {res['passages']} passages "
           f"({res['chunks']} chunks of <= 200 tokens)")
     print(markdown_table(res["retrieval"]), end="")
+    if "answer_in_corpus" in res:
+        print(f"questions with an answer anywhere in the corpus: {res['answer_in_corpus']:.3f} (the recall ceiling)")
     if "answers" in res:
         r = res["answers"]
-        print(f"answers (hybrid k=2, SmolLM2, {r['n']} questions): EM {r['em']:.3f}  F1 {r['f1']:.3f}  "
+        print(f"answers ({cfg.mode} k={cfg.k}, SmolLM2, {r['n']} questions): EM {r['em']:.3f}  F1 {r['f1']:.3f}  "
               f"groundedness {r['groundedness']:.3f}")
 
 
@@ -198,10 +207,13 @@ def register(sub) -> None:
     _guard_arg(q)
     q.set_defaults(func=cmd_chat)
 
-    q = rs.add_parser("eval", help="retrieval recall@k / MRR (and answer EM/F1) on SQuAD")
-    q.add_argument("--dataset", default="squad", help="dataset (default %(default)s)")
+    q = rs.add_parser("eval", help="retrieval recall@k / MRR (and answer EM/F1) on SQuAD or NQ-open")
+    q.add_argument("--dataset", default="squad", choices=["squad", "nq_open"],
+                   help="squad: 1000 questions over their 803 paragraphs; nq_open: 1000 questions over the "
+                        "lead sections of ~10k Wikipedia Vital Articles (default %(default)s)")
     q.add_argument("--limit", type=int, default=None, help="first N questions only")
     q.add_argument("--answers", type=int, default=0, help="also generate and score answers for N questions")
+    _retrieval_args(q, k=2)
     _guard_arg(q)
     _store_args(q, collection=False)
     q.set_defaults(func=cmd_eval)

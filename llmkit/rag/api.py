@@ -111,34 +111,43 @@ def rag_rm(collection: str, source: str | None = None, where: str | dict | None 
         return st.delete(collection, where=where, source=source)
 
 
-def rag_eval(dataset: str = "squad", limit: int | None = None, answers: int = 0, store: str = "sqlite",
-             db: str | None = None, progress: bool = False, hooks: PromptHooks | None = None, llm=None) -> dict:
-    """Retrieval recall@1/5/10 + MRR for dense, BM25, hybrid on SQuAD; EM/F1/groundedness on ``answers`` items
-    (generated through ``hooks``, e.g. a guard's, when given)."""
-    from llmkit.core.errors import ConfigError
-    from llmkit.rag.evaluate import chunk_passages, eval_answers, eval_retrieval, squad_items
+EVAL_DATASETS = ("squad", "nq_open")
 
-    if dataset != "squad":
-        raise ConfigError(f"unknown RAG eval dataset {dataset!r}",
-                          "use squad (NQ-open has no passage corpus offline; see docs/rag.md)")
-    passages, items = squad_items(limit)
+
+def rag_eval(dataset: str = "squad", limit: int | None = None, answers: int = 0, store: str = "sqlite",
+             db: str | None = None, progress: bool = False, hooks: PromptHooks | None = None, llm=None,
+             cfg: RetrievalConfig = RetrievalConfig(k=2)) -> dict:
+    """Retrieval recall@1/5/10 + MRR for dense, BM25 and hybrid on SQuAD or NQ-open; EM/F1/groundedness of
+    ``answers`` generated answers (through ``hooks``, e.g. a guard's, when given) with ``cfg``'s retrieval."""
+    from dataclasses import replace
+
+    from llmkit.core.errors import ConfigError
+    from llmkit.rag.evaluate import chunk_passages, eval_answers, eval_retrieval, nq_items, squad_items
+
+    if dataset not in EVAL_DATASETS:
+        raise ConfigError(f"unknown RAG eval dataset {dataset!r}", "use --dataset squad or nq_open")
+    passages, items = (squad_items if dataset == "squad" else nq_items)(limit)
     emb = cached_embedder()
     chunks = chunk_passages(passages, emb.tokenizer)
-    name = f"eval-squad-{len(passages)}"
+    name = f"eval-{dataset.replace('_', '-')}-{len(passages)}"
     with open_store(store, db) as st:
         st.create_collection(name, emb.dim, emb.name)
         if st.count(name) != len(chunks):
             st.delete(name, where={"passage": {"$ne": ""}})
             st.upsert(name, chunks, emb.embed([c.text for c in chunks]))
             st.prepare(name)
-        retriever = Retriever(st, name, emb)
-        configs = {m: RetrievalConfig(mode=m) for m in ("dense", "bm25", "hybrid")}
+        retriever = Retriever(st, name, emb, llm)  # an llm is needed only for transforms and re-ranking
+        configs = {m: replace(cfg, mode=m) for m in ("dense", "bm25", "hybrid")}
         out = {"dataset": dataset, "questions": len(items), "passages": len(passages), "chunks": len(chunks),
                "retrieval": eval_retrieval(retriever, items, configs)}
+        if dataset == "nq_open":
+            from llmkit.rag.evaluate import answer_ceiling
+
+            out["answer_in_corpus"] = answer_ceiling(passages, items)
         if answers:
             from llmkit.rag.llm import load_llm
 
             retriever.llm = llm or load_llm()
             pipeline = Pipeline(retriever, retriever.llm, max_tokens=32, hooks=hooks)
-            out["answers"] = eval_answers(pipeline, items[:answers], RetrievalConfig(mode="hybrid", k=2))
+            out["answers"] = eval_answers(pipeline, items[:answers], cfg)
         return out

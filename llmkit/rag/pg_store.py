@@ -107,6 +107,7 @@ class PostgresStore(VectorStore):
             raise ConfigError("the postgres store needs psycopg", "pip install 'llmkit[postgres]'") from None
         self.dsn = dsn or default_dsn()
         self.ef_search = ef_search
+        self._indexed: set[int] = set()  # collections whose HNSW index exists
         try:
             self.db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.ProgrammingError as e:  # a malformed DSN, e.g. a SQLite path given with --store postgres
@@ -127,6 +128,9 @@ class PostgresStore(VectorStore):
         with self.db.transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(7011)")  # two first connections must not race the DDL
             self.db.execute(SCHEMA)
+        # session settings for every graph walk: iterative scans keep walking until a filter is satisfied
+        self.db.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
+        self.db.execute("SET hnsw.iterative_scan = relaxed_order")
 
     # ---- collections
     def _row(self, name: str):
@@ -155,7 +159,6 @@ class PostgresStore(VectorStore):
                     f"CREATE TABLE {t}(rowid bigserial PRIMARY KEY, id text UNIQUE NOT NULL, source text NOT NULL, "
                     f"text text NOT NULL, metadata jsonb NOT NULL, embedding vector({int(dim)}) NOT NULL, "
                     f"tsv tsvector NOT NULL, len int NOT NULL)")
-                self.db.execute(f"CREATE INDEX {t}_hnsw ON {t} USING hnsw (embedding vector_cosine_ops)")
                 self.db.execute(f"CREATE INDEX {t}_tsv ON {t} USING gin (tsv)")
                 self.db.execute(f"CREATE INDEX {t}_source ON {t} (source)")
                 r = (cid, name, dim, embedder, 0)
@@ -164,6 +167,25 @@ class PostgresStore(VectorStore):
 
     def collection(self, name: str) -> CollectionInfo:
         return self._info(self._row(name))
+
+    def prepare(self, collection: str) -> None:
+        self._ensure_index(self._row(collection)[0])
+
+    def _ensure_index(self, cid: int) -> bool:
+        """Build the HNSW index once the collection outgrows exact search. Built in one pass after a bulk
+        load, it costs a fraction of maintaining it row by row; later writes keep it current."""
+        if cid in self._indexed:
+            return True
+        t = f"llmkit_chunks_{cid}"
+        if self.db.execute("SELECT 1 FROM pg_indexes WHERE tablename = %s AND indexname = %s",
+                           (t, f"{t}_hnsw")).fetchone() is None:
+            if self._count(cid, "TRUE", []) <= EXACT_BELOW:
+                return False
+            with self.db.transaction():
+                self.db.execute("SET LOCAL maintenance_work_mem = '1GB'")  # the graph fits: no slow spill phase
+                self.db.execute(f"CREATE INDEX IF NOT EXISTS {t}_hnsw ON {t} USING hnsw (embedding vector_cosine_ops)")
+        self._indexed.add(cid)
+        return True
 
     def list_collections(self) -> list[CollectionInfo]:
         rows = self.db.execute("SELECT id, name, dim, embedder, generation FROM llmkit_collections ORDER BY name")
@@ -238,8 +260,9 @@ class PostgresStore(VectorStore):
 
     # ---- reads
     def count(self, collection, where=None) -> int:
-        cid = self._row(collection)[0]
-        sql, params = _where(where)
+        return self._count(self._row(collection)[0], *_where(where))
+
+    def _count(self, cid: int, sql: str, params: list) -> int:
         return self.db.execute(f"SELECT count(*) FROM llmkit_chunks_{cid} c WHERE {sql}", params).fetchone()[0]
 
     def _hits(self, cid: int, rowids: Sequence[int], scores: Sequence[float]) -> list[Hit]:
@@ -269,24 +292,30 @@ class PostgresStore(VectorStore):
         cid = r[0]
         q = vector_literal(check_vectors(CollectionInfo(r[1], r[2], r[3]), vector)[0])
         sql, params = _where(where)
-        n_match = self.count(collection, where)
-        want = min(k, n_match)
-        query = (f"SELECT rowid, 1 - (embedding <=> %s::vector) FROM llmkit_chunks_{cid} c WHERE {sql} "
-                 f"ORDER BY embedding <=> %s::vector LIMIT %s")
+        # one round trip returns the hits themselves (id, text, metadata, cosine)
+        query = (f"SELECT c.id, c.text, c.metadata, 1 - (c.embedding <=> %s::vector) FROM llmkit_chunks_{cid} c "
+                 f"WHERE {sql} ORDER BY c.embedding <=> %s::vector LIMIT %s")
         args = [q, *params, q, k]
-        if not exact and n_match > EXACT_BELOW:
-            with self.db.transaction():
-                self.db.execute(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, k)}")
-                self.db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")  # filtered walks keep going
-                rows = self.db.execute(query, args).fetchall()
-            if len(rows) >= want:
-                rows.sort(key=lambda x: -x[1])  # relaxed order: re-sort the few we got
-                return self._hits(cid, [x[0] for x in rows], [x[1] for x in rows])
+        if not exact and self._ensure_index(cid):
+            # unfiltered: walk the graph and count only if it came back short; filtered: count first, and
+            # search the matching rows exactly when they are few (a selective filter starves the walk)
+            n_match = None if where is None else self._count(cid, sql, params)
+            if n_match is None or n_match > EXACT_BELOW:
+                if k > self.ef_search:
+                    with self.db.transaction():
+                        self.db.execute(f"SET LOCAL hnsw.ef_search = {int(k)}")
+                        rows = self.db.execute(query, args).fetchall()
+                else:
+                    rows = self.db.execute(query, args).fetchall()
+                want = k if n_match is None else min(k, n_match)
+                if len(rows) >= want or (n_match is None and len(rows) >= self._count(cid, sql, params)):
+                    rows.sort(key=lambda x: -x[3])  # relaxed order: re-sort the few we got
+                    return [Hit(i, t, m, float(sc)) for i, t, m, sc in rows]
         # exact: the oracle, and the fallback that guarantees k results under a selective filter
         with self.db.transaction():
             self.db.execute("SET LOCAL enable_indexscan = off")
             rows = self.db.execute(query, args).fetchall()
-        return self._hits(cid, [x[0] for x in rows], [x[1] for x in rows])
+        return [Hit(i, t, m, float(sc)) for i, t, m, sc in rows]
 
     def _lexemes(self, text: str) -> list[str]:
         return [w for (w,) in self.db.execute(f"SELECT unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}', %s)))",

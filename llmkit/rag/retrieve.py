@@ -1,7 +1,8 @@
-"""Retrieval: dense, BM25, hybrid (reciprocal rank fusion), MMR, LLM re-ranking, HyDE, multi-query.
+"""Retrieval: dense, BM25, hybrid (score or rank fusion), MMR, LLM re-ranking, HyDE, multi-query.
 
-Everything is configured per query by ``RetrievalConfig``. The math (RRF, MMR) is pure
-functions with known-value tests; the LLM-driven parts take an ``LLM`` (llmkit.rag.llm).
+Everything is configured per query by ``RetrievalConfig``. The math (convex combination, RRF,
+MMR) is pure functions with known-value tests; the LLM-driven parts take an ``LLM``
+(llmkit.rag.llm).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from llmkit.rag.store import Hit, VectorStore
 
 MODES = ("dense", "bm25", "hybrid")
 TRANSFORMS = (None, "hyde", "multi")
+FUSIONS = ("cc", "rrf")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class RetrievalConfig:
     k: int = 5
     fetch_k: int = 0  # candidates per retriever before fusion / MMR / re-ranking; 0 = max(4k, 20)
     where: dict | str | None = None
+    fusion: str = "cc"  # hybrid: "cc" (convex combination of min-max scores) or "rrf" (reciprocal rank)
+    alpha: float = 0.5  # cc: weight of the BM25 score (1 - alpha goes to the dense one)
     rrf_k: int = 60  # RRF damping: 60 is the value of Cormack et al. and works across collections
     mmr: bool = False
     mmr_lambda: float = 0.5  # 1 = pure relevance, 0 = pure diversity
@@ -41,6 +45,10 @@ class RetrievalConfig:
             raise ConfigError(f"k={self.k}", "ask for at least one result (-k 1 or more)")
         if not 0.0 <= self.mmr_lambda <= 1.0:
             raise ConfigError(f"mmr_lambda={self.mmr_lambda}", "use a value in [0, 1]")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {self.fusion!r}", "use --fusion cc or rrf")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha={self.alpha}", "use a BM25 weight in [0, 1]")
 
     @property
     def candidates(self) -> int:
@@ -56,6 +64,28 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = 60) -> list[tuple[str, float
     for ranking in rankings:
         for rank, doc in enumerate(ranking, start=1):
             scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def minmax(scores: Sequence[float]) -> list[float]:
+    """Scale a candidate list's scores to [0, 1] (best 1, worst 0); a list of equal scores is all 1."""
+    lo, hi = min(scores, default=0.0), max(scores, default=0.0)
+    return [1.0 if hi == lo else (s - lo) / (hi - lo) for s in scores]
+
+
+def convex(lists: Sequence[Sequence[tuple[str, float]]], weights: Sequence[float]) -> list[tuple[str, float]]:
+    """Convex combination: score(d) = sum_i w_i * minmax_i(d), a document absent from list i getting 0
+    there (the list's floor). Best first; ties keep first-seen order.
+
+    Unlike RRF this keeps *how much* better one candidate is than the next, which is what lets a
+    confident BM25 match and a confident dense match both surface (Bruch et al., 2023).
+    """
+    scores: dict[str, float] = {}
+    for lst, w in zip(lists, weights):
+        for (doc, _), z in zip(lst, minmax([s for _, s in lst])):
+            scores[doc] = scores.get(doc, 0.0) + w * z
+        for doc, _ in lst:
+            scores.setdefault(doc, 0.0)
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
@@ -77,12 +107,22 @@ def mmr(query: np.ndarray, cands: np.ndarray, k: int, lam: float = 0.5) -> list[
     return picked
 
 
-def fuse(rankings: Sequence[list[Hit]], labels: Sequence[str], k: int = 60) -> list[Hit]:
-    """RRF over hit lists; each fused hit records its rank in every list it appeared in."""
+def fuse(rankings: Sequence[list[Hit]], labels: Sequence[str], k: int = 60, method: str = "rrf",
+         alpha: float = 0.5) -> list[Hit]:
+    """Fuse hit lists (RRF, or a convex combination where lists labelled bm25* weigh ``alpha`` and the
+    others ``1 - alpha``, split evenly over the queries); each fused hit records its rank in every list."""
     by_id = {h.id: h for r in reversed(rankings) for h in r}
     ranks = [{h.id: i + 1 for i, h in enumerate(r)} for r in rankings]
+    if method == "cc":
+        lexical = [lab.startswith("bm25") for lab in labels]
+        n_lex = max(1, sum(lexical))
+        n_dense = max(1, len(labels) - sum(lexical))
+        weights = [alpha / n_lex if lex else (1 - alpha) / n_dense for lex in lexical]
+        fused = convex([[(h.id, h.score) for h in r] for r in rankings], weights)
+    else:
+        fused = rrf([[h.id for h in r] for r in rankings], k)
     return [replace(by_id[doc], score=score, sources={lab: rk[doc] for lab, rk in zip(labels, ranks) if doc in rk})
-            for doc, score in rrf([[h.id for h in r] for r in rankings], k)]
+            for doc, score in fused]
 
 
 HYDE_PROMPT = "Write a short factual passage that answers the question.\nQuestion: {q}\nPassage:"
@@ -139,7 +179,8 @@ class Retriever:
         if len(rankings) == 1:
             hits = rankings[0]
         else:
-            hits = fuse(rankings, labels, cfg.rrf_k)[:n]
+            method = cfg.fusion if cfg.mode == "hybrid" else "rrf"  # one retriever over rewrites: ranks
+            hits = fuse(rankings, labels, cfg.rrf_k, method, cfg.alpha)[:n]
         if cfg.rerank:
             hits = self.rerank(query, hits)
         if cfg.mmr and hits:

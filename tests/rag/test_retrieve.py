@@ -1,11 +1,11 @@
-"""RRF and MMR known values; dense / BM25 / hybrid on a tiny real corpus; pipeline prompts and citations."""
+"""Convex-combination, RRF and MMR known values; dense / BM25 / hybrid on a tiny real corpus; pipeline prompts and citations."""
 
 import numpy as np
 import pytest
 
 from llmkit.core.errors import ConfigError
 from llmkit.rag.pipeline import Pipeline, cited_numbers, fit_hits, format_sources
-from llmkit.rag.retrieve import RetrievalConfig, Retriever, fuse, mmr, multi_queries, rrf
+from llmkit.rag.retrieve import RetrievalConfig, Retriever, convex, fuse, minmax, mmr, multi_queries, rrf
 from llmkit.rag.splitters import Chunk
 from llmkit.rag.sqlite_store import SQLiteStore
 
@@ -31,6 +31,27 @@ def test_rrf_known_values():
     assert [d for d, _ in rrf([["x", "y", "z"]])] == ["x", "y", "z"]  # one ranking: unchanged
 
 
+def test_convex_combination_known_values():
+    assert minmax([3.0, 2.0, 1.0]) == [1.0, 0.5, 0.0] and minmax([7.0, 7.0]) == [1.0, 1.0] and minmax([]) == []
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.4)]  # scaled 1, 0.8, 0
+    bm25 = [("c", 12.0), ("d", 6.0), ("a", 2.0)]  # scaled 1, 0.4, 0
+    score = dict(convex([dense, bm25], [0.5, 0.5]))
+    assert score == pytest.approx({"a": 0.5, "b": 0.4, "c": 0.5, "d": 0.2})
+    assert [d for d, _ in convex([dense, bm25], [0.5, 0.5])] == ["a", "c", "b", "d"]  # ties keep first-seen order
+    assert [d for d, _ in convex([dense, bm25], [0.0, 1.0])][:2] == ["c", "d"]  # alpha = 1: BM25 order
+    # RRF only sees ranks; the combination sees that dense's #2 is nearly as good as its #1
+    assert [d for d, _ in convex([dense, bm25], [0.7, 0.3])][:2] == ["a", "b"]
+
+
+def test_fuse_cc_weights_lexical_lists_by_alpha():
+    d = [Hit("a", "", {}, 0.9), Hit("b", "", {}, 0.1)]
+    b = [Hit("b", "", {}, 9.0), Hit("a", "", {}, 1.0)]
+    assert [h.id for h in fuse([d, b], ["dense", "bm25"], method="cc", alpha=0.8)] == ["b", "a"]
+    assert [h.id for h in fuse([d, b], ["dense", "bm25"], method="cc", alpha=0.2)] == ["a", "b"]
+    two_queries = fuse([d, b, d, b], ["dense:q0", "bm25:q0", "dense:q1", "bm25:q1"], method="cc", alpha=0.8)
+    assert two_queries[0].id == "b" and two_queries[0].score == pytest.approx(0.8)  # weights split over queries
+
+
 def test_mmr_skips_near_duplicates():
     q = np.array([1.0, 0.0])
     cands = np.array([[1.0, 0.0], [0.999, 0.0447], [0.6, 0.8]])
@@ -51,6 +72,10 @@ def test_config_errors():
         RetrievalConfig(mode="sparse")
     with pytest.raises(ConfigError, match="hyde"):
         RetrievalConfig(transform="hide")
+    with pytest.raises(ConfigError, match="'rff'"):
+        RetrievalConfig(fusion="rff")
+    with pytest.raises(ConfigError, match="alpha=1.5"):
+        RetrievalConfig(alpha=1.5)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
