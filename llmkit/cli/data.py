@@ -3,6 +3,8 @@
     llmkit data prepare --out data/stdlib                     # the embedded stdlib corpus, SmolLM2 vocab
     llmkit data prepare --input notes/ --include '*.md' --tokenizer gpt2 --out data/notes
     llmkit data prepare --input corpus.jsonl --field content --out data/corpus
+    llmkit data synth data/synth.jsonl --method self-instruct -n 200   # instruction data from SmolLM2
+    llmkit data synth data/evolved.jsonl --method evol --seeds data/synth.jsonl -n 100
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from llmkit.data.prepare import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION, prep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="prepare tokenized pretraining data",
-                       description="Data pipeline: turn text into token shards for pretraining.")
+    p = sub.add_parser("data", help="prepare tokenized pretraining data; synthesize instruction data",
+                       description="Data pipeline: turn text into token shards for pretraining, or generate "
+                                   "instruction data with a model.")
     p.set_defaults(func=lambda a: p.print_help())
     dsub = p.add_subparsers(dest="data_verb", metavar="SUBVERB")
 
@@ -46,6 +49,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--threads", type=int, default=1, help="tokenizer threads (default %(default)s)")
     q.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     q.set_defaults(func=cmd_prepare)
+    _register_synth(dsub)
+
+
+def _register_synth(dsub) -> None:
+    from llmkit.train.synth import SynthConfig
+
+    d = SynthConfig()
+    q = dsub.add_parser(
+        "synth", help="generate instruction data with a model (self-instruct or Evol-Instruct), filtered",
+        description="Write instruction/answer pairs as OpenAI 'messages' JSONL that `llmkit finetune sft` reads. "
+                    "self-instruct grows new tasks from seed tasks; evol rewrites tasks into harder or rarer ones. "
+                    "Every task passes length, text-only, English and MinHash near-duplicate filters, and every "
+                    "answer must be complete and not a refusal. The file is rewritten atomically after each batch; "
+                    "a re-run continues until it holds -n records.")
+    q.add_argument("out", help="output JSONL (existing records are kept and count towards -n)")
+    q.add_argument("--method", default=d.method, choices=["self-instruct", "evol"], help="(default %(default)s)")
+    q.add_argument("-n", type=int, default=d.n, help="records wanted in the file (default %(default)s)")
+    q.add_argument("--model", "-m", default=d.model, help="generator: packaged name or checkpoint (default %(default)s)")
+    q.add_argument("--seeds", default=None,
+                   help="seed tasks: conversation JSONL (messages, ShareGPT or Alpaca); default: 24 packaged seeds")
+    q.add_argument("--batch", type=int, default=d.batch, help="tasks written per round (default %(default)s)")
+    q.add_argument("--shots", type=int, default=d.shots, help="self-instruct: example tasks per prompt (default %(default)s)")
+    q.add_argument("--temperature", type=float, default=d.temperature,
+                   help="sampling temperature for writing tasks; answers are greedy (default %(default)s)")
+    q.add_argument("--task-tokens", type=int, default=d.task_tokens, help="max tokens per task (default %(default)s)")
+    q.add_argument("--answer-tokens", type=int, default=d.answer_tokens,
+                   help="max tokens per answer; a longer answer is dropped as cut off (default %(default)s)")
+    q.add_argument("--dedup", type=float, default=d.dedup,
+                   help="MinHash Jaccard at which a task counts as a near-duplicate (default %(default)s)")
+    q.add_argument("--any-language", action="store_true", help="skip the English heuristic")
+    q.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    q.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    q.set_defaults(func=cmd_synth)
+
+
+def cmd_synth(a: argparse.Namespace) -> None:
+    from llmkit.train.synth import SynthConfig, synth
+
+    cfg = SynthConfig(method=a.method, n=a.n, model=a.model, seeds=a.seeds, batch=a.batch, shots=a.shots,
+                      temperature=a.temperature, task_tokens=a.task_tokens, answer_tokens=a.answer_tokens,
+                      dedup=a.dedup, english=not a.any_language, seed=a.seed)
+    rep = synth(a.out, cfg, progress=not a.no_progress)
+    print(f"wrote {rep.path}: {rep.kept} records ({rep.added} new) in {rep.rounds} rounds")
+    if rep.rejected:
+        print("  rejected: " + ", ".join(f"{k} {v}" for k, v in rep.rejected.most_common()))
+    if rep.kept < a.n:
+        print(f"  stopped short of {a.n}: the model wrote too few usable tasks; run again to continue")
 
 
 def cmd_prepare(a: argparse.Namespace) -> None:

@@ -108,6 +108,7 @@ class PostgresStore(VectorStore):
         self.dsn = dsn or default_dsn()
         self.ef_search = ef_search
         self._indexed: set[int] = set()  # collections whose HNSW index exists
+        self._small: dict[int, int] = {}  # collection -> generation at which it was too small for an index
         try:
             self.db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.ProgrammingError as e:  # a malformed DSN, e.g. a SQLite path given with --store postgres
@@ -169,17 +170,21 @@ class PostgresStore(VectorStore):
         return self._info(self._row(name))
 
     def prepare(self, collection: str) -> None:
-        self._ensure_index(self._row(collection)[0])
+        r = self._row(collection)
+        self._ensure_index(r[0], r[4])
 
-    def _ensure_index(self, cid: int) -> bool:
+    def _ensure_index(self, cid: int, generation: int) -> bool:
         """Build the HNSW index once the collection outgrows exact search. Built in one pass after a bulk
         load, it costs a fraction of maintaining it row by row; later writes keep it current."""
         if cid in self._indexed:
             return True
+        if self._small.get(cid) == generation:  # no write since we found it small: still exact
+            return False
         t = f"llmkit_chunks_{cid}"
         if self.db.execute("SELECT 1 FROM pg_indexes WHERE tablename = %s AND indexname = %s",
                            (t, f"{t}_hnsw")).fetchone() is None:
             if self._count(cid, "TRUE", []) <= EXACT_BELOW:
+                self._small[cid] = generation
                 return False
             with self.db.transaction():
                 self.db.execute("SET LOCAL maintenance_work_mem = '1GB'")  # the graph fits: no slow spill phase
@@ -296,7 +301,7 @@ class PostgresStore(VectorStore):
         query = (f"SELECT c.id, c.text, c.metadata, 1 - (c.embedding <=> %s::vector) FROM llmkit_chunks_{cid} c "
                  f"WHERE {sql} ORDER BY c.embedding <=> %s::vector LIMIT %s")
         args = [q, *params, q, k]
-        if not exact and self._ensure_index(cid):
+        if not exact and self._ensure_index(cid, r[4]):
             # unfiltered: walk the graph and count only if it came back short; filtered: count first, and
             # search the matching rows exactly when they are few (a selective filter starves the walk)
             n_match = None if where is None else self._count(cid, sql, params)
