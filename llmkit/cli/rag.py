@@ -102,8 +102,11 @@ def cmd_ask(a) -> None:
         sys.stdout.flush()
 
     ans = rag_ask(a.question, a.collection, _cfg(a), a.answer_mode, (), a.store, a.db, a.model, out,
-                  max_tokens=a.max_tokens, hooks=_hooks(a))
+                  max_tokens=a.max_tokens, hooks=_hooks(a), min_grounded=a.min_grounded)
     print()
+    if ans.generated is not None:
+        print(f"\n(Only {ans.grounded:.0%} of that answer is supported by the sources, under --min-grounded "
+              f"{a.min_grounded:g}. What the sources say:)\n{ans.text}")
     if ans.attributed:
         print(f"\n(cited by word overlap: {ans.text})")
     print("\nSources:")
@@ -154,8 +157,9 @@ def cmd_rm(a) -> None:
 
 
 def _answer_args(q) -> None:
-    q.add_argument("--answer-mode", default="stuff", choices=["stuff", "refine", "map_reduce"],
-                   help="how chunks reach the model (default %(default)s)")
+    q.add_argument("--answer-mode", default="stuff", choices=["stuff", "refine", "map_reduce", "extract"],
+                   help="how chunks reach the model; extract quotes the source sentences closest to the "
+                        "question, without the model (default %(default)s)")
     q.add_argument("--model", "-m", default="smollm2", help="generator model (default %(default)s)")
     q.add_argument("--max-tokens", type=int, default=160, help="longest answer in tokens (default %(default)s)")
 
@@ -191,6 +195,10 @@ def register(sub) -> None:
     _store_args(q)
     _retrieval_args(q, 4)
     _answer_args(q)
+    q.add_argument("--min-grounded", type=float, default=0.5,
+                   help="if fewer of the answer's sentences than this share are supported by the sources, also "
+                        "show the extract (the source sentences closest to the question); 0 turns the check off "
+                        "(default %(default)s)")
     _guard_arg(q)
     q.set_defaults(func=cmd_ask)
 

@@ -38,13 +38,17 @@ def rag_query(query: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalCo
 def rag_ask(question: str, collection: str = DEFAULT_COLLECTION, cfg: RetrievalConfig = RetrievalConfig(),
             mode: str = "stuff", history: Sequence[dict] = (), store: str = "sqlite", db: str | None = None,
             model: str = "smollm2", on_token: Callable[[str], None] | None = None, llm=None,
-            max_tokens: int = 160, hooks: PromptHooks | None = None) -> Answer:
+            max_tokens: int = 160, hooks: PromptHooks | None = None, min_grounded: float = 0.5) -> Answer:
+    """A cited answer. When less than ``min_grounded`` of the model's sentences are supported by the
+    sources, the answer becomes the extract (the source sentences closest to the question) and
+    ``Answer.generated`` keeps the model's text; 0 turns the check off."""
     from llmkit.rag.llm import load_llm
 
     with open_store(store, db) as st:
         emb = _embedder_for(st, collection)  # a missing collection fails before the model loads
         llm = llm or load_llm(model)
-        pipeline = Pipeline(Retriever(st, collection, emb, llm), llm, max_tokens=max_tokens, hooks=hooks)
+        pipeline = Pipeline(Retriever(st, collection, emb, llm), llm, max_tokens=max_tokens, hooks=hooks,
+                            min_grounded=min_grounded)
         return pipeline.answer(question, cfg, mode, history, on_token)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from llmkit.core.errors import ConfigError
-from llmkit.rag.grounding import attribute
+from llmkit.rag.grounding import attribute, groundedness
 from llmkit.rag.retrieve import RetrievalConfig, Retriever
 from llmkit.rag.store import Hit
 
@@ -25,7 +25,10 @@ MAP = ("Quote or summarize what the source says that helps answer the question, 
        "If nothing helps, reply NONE.\n\n{sources}\n\nQuestion: {q}")
 REFINE = ("Existing answer: {answer}\n\nImprove the existing answer using the new source if it helps; keep "
           "the citations.\n\n{sources}\n\nQuestion: {q}")
-MODES = ("stuff", "refine", "map_reduce")
+MODES = ("stuff", "refine", "map_reduce", "extract")
+# question first: a small model that reads the sources before the question tends to drift away from it
+STUFF = ("Question: {q}\n\nAnswer the question in two or three sentences, using only the sources below, and "
+         "cite them like [1].\n\n{sources}")
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)  # every numbered source
     cited: list[int] = field(default_factory=list)  # the numbers the answer actually uses
     attributed: bool = False  # citations added by word overlap because the model wrote none
+    generated: str | None = None  # the model's own answer, when it was replaced by the extract (not grounded)
+    grounded: float | None = None  # groundedness of the model's answer, when it was checked
 
 
 def citations_for(hits: Sequence[Hit]) -> list[Citation]:
@@ -109,12 +114,43 @@ def fit_hits(hits: Sequence[Hit], budget: int, count: Callable[[str], int]) -> l
     return out
 
 
+def prose_sentences(text: str) -> list[str]:
+    """Sentences of a chunk's prose: hard-wrapped lines rejoined, code blocks, indented code, tables and
+    shell lines dropped, Markdown emphasis and list markers removed."""
+    text = re.sub(r"```.*?(```|$)", "\n\n", text, flags=re.S)  # a fence cut by the chunk boundary runs to the end
+    out = []
+    for para in re.split(r"\n\s*\n", text):
+        lines = [ln for ln in para.splitlines() if ln.strip() and not ln.startswith(("    ", "\t", "|", "$ ", "#"))]
+        prose = re.sub(r"\s+", " ", " ".join(ln.strip().lstrip("-*> ").strip() for ln in lines))
+        prose = re.sub(r"\*\*|__", "", prose)
+        out += [x.strip() for x in re.split(r"(?<=[.!?])\s+(?=[A-Z`*(\[])", prose) if x.strip()]
+    return out
+
+
+def extract(question_vec, hits: Sequence[Hit], embed, n: int = 3, min_words: int = 6) -> str:
+    """An extractive answer: the ``n`` source sentences that best answer the question, each cited, in
+    reading order. A sentence scores the mean of its own MiniLM cosine to the question and its chunk's,
+    so a sentence that sounds close but sits in an off-topic chunk loses to one from the chunk that is
+    about the question. Fragments under ``min_words`` words are skipped."""
+    cands = [(i, sent) for i, h in enumerate(hits, start=1) for sent in prose_sentences(h.text)
+             if len(sent.split()) >= min_words and sent[-1] in ".!?:)"]
+    if not cands:
+        return ""
+    chunk_sim = embed([h.text for h in hits]) @ question_vec
+    scores = 0.5 * (embed([c[1] for c in cands]) @ question_vec) + 0.5 * chunk_sim[[c[0] - 1 for c in cands]]
+    order = sorted(range(len(cands)), key=lambda k: -scores[k])
+    best = sorted(k for k in order[:n] if scores[k] >= scores[order[0]] - 0.15)  # no far weaker filler
+    return " ".join(f"{cands[k][1].rstrip('.:')}. [{cands[k][0]}]" for k in best)
+
+
 class Pipeline:
     def __init__(self, retriever: Retriever, llm, context_tokens: int = 1024, max_tokens: int = 160,
-                 hooks: PromptHooks | None = None):
+                 hooks: PromptHooks | None = None, min_grounded: float = 0.0):
+        """``min_grounded`` > 0: an answer whose groundedness is below it is replaced by the extract."""
         self.retriever, self.llm = retriever, llm
         self.context_tokens, self.max_tokens = context_tokens, max_tokens
         self.hooks = hooks or PromptHooks()
+        self.min_grounded = min_grounded
 
     def sources(self, hits: Sequence[Hit], numbers: Sequence[int] | None = None) -> str:
         return format_sources(hits, numbers, self.hooks.wrap_source)
@@ -163,13 +199,24 @@ class Pipeline:
             if on_token:
                 on_token(text)
             return Answer(text, standalone, [])
+        if mode == "extract":
+            text = self._extract(standalone, hits)
+            if on_token:
+                on_token(text)
+            return Answer(text, standalone, hits, citations_for(hits), cited_numbers(text, len(hits)))
         if mode == "stuff":
             hits = fit_hits(hits, self.context_tokens, self.llm.n_tokens)
-            text = self._gen(f"{self.sources(hits)}\n\nQuestion: {standalone}", on_token)
+            text = self._gen(STUFF.format(q=standalone, sources=self.sources(hits)), on_token)
         elif mode == "refine":
             text = self._refine(standalone, hits, on_token)
         else:
             text = self._map_reduce(standalone, hits, on_token)
+        if self.min_grounded > 0:
+            score = groundedness(re.sub(r"\[\d+(?:,\s*\d+)*\]", "", text), [h.text for h in hits])
+            if score < self.min_grounded:
+                ans = Answer(self._extract(standalone, hits), standalone, hits, citations_for(hits))
+                ans.cited, ans.generated, ans.grounded = cited_numbers(ans.text, len(hits)), text, score
+                return ans
         attributed = False
         if not cited_numbers(text, len(hits)):
             # small models often skip the [n] markers: attach them where a source clearly supports a sentence
@@ -177,6 +224,10 @@ class Pipeline:
             if cited_numbers(marked, len(hits)):  # only when a source really supports a sentence
                 attributed, text = True, marked
         return Answer(text, standalone, hits, citations_for(hits), cited_numbers(text, len(hits)), attributed)
+
+    def _extract(self, q: str, hits: list[Hit]) -> str:
+        emb = self.retriever.embedder
+        return extract(emb.embed_query(q), hits, emb.embed) or "I don't know: the sources hold no sentence to quote."
 
     def _refine(self, q: str, hits: list[Hit], on_token) -> str:
         """Answer from source 1, then revise once per further source; only the last pass streams."""

@@ -7,7 +7,7 @@ import pytest
 from llmkit.guard import Guard
 from llmkit.guard.guard import CUT_DATA, WITHHELD_DATA, WITHHELD_REPLY
 from llmkit.guard.wiring import chat_hooks, rag_hooks, redact_logs
-from llmkit.rag.pipeline import SYSTEM, Pipeline, format_sources
+from llmkit.rag.pipeline import STUFF, SYSTEM, Pipeline, format_sources
 from llmkit.rag.retrieve import RetrievalConfig
 from llmkit.rag.store import Hit
 
@@ -41,7 +41,7 @@ def test_rag_without_hooks_is_unchanged():
     llm = ScriptedLLM("It is 330 metres tall [1].")
     Pipeline(ScriptedRetriever(), llm).answer("How tall is the tower?", RetrievalConfig(k=2))
     system, user = llm.prompts[-1][0]["content"], llm.prompts[-1][-1]["content"]
-    assert system == SYSTEM and user == f"{format_sources(HITS)}\n\nQuestion: How tall is the tower?"
+    assert system == SYSTEM and user == STUFF.format(q="How tall is the tower?", sources=format_sources(HITS))
 
 
 def test_rag_guard_spotlights_withholds_and_checks_output():

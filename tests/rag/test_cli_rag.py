@@ -93,7 +93,8 @@ class ChatLLM:
         text = messages[-1]["content"]
         if "Last question:" in text:
             return "What is the capital of Japan?"  # the standalone rewrite of "And of Japan?"
-        return "Tokyo [1]." if "Japan" in text.split("Question:")[-1] else "Paris [1]."
+        question = text.split("Question:", 1)[-1].split("\n", 1)[0]
+        return "Tokyo [1]." if "Japan" in question else "Paris [1]."
 
     def stream(self, messages, max_tokens=256, temperature=0.0, seed=None):
         yield self.complete(messages)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from llmkit.core.errors import ConfigError
-from llmkit.rag.pipeline import Pipeline, cited_numbers, fit_hits, format_sources
+from llmkit.rag.pipeline import Pipeline, cited_numbers, extract, fit_hits, format_sources, prose_sentences
 from llmkit.rag.retrieve import RetrievalConfig, Retriever, convex, fuse, minmax, mmr, multi_queries, rrf
 from llmkit.rag.splitters import Chunk
 from llmkit.rag.sqlite_store import SQLiteStore
@@ -175,3 +175,43 @@ def test_pipeline_does_not_claim_attribution_without_support(retriever):
     retriever.llm = llm
     ans = Pipeline(retriever, llm).answer("What is the capital of France?", RetrievalConfig(k=2))
     assert not ans.attributed and ans.cited == [] and ans.text == "Something unrelated.\nAbout nothing here."
+
+
+def test_pipeline_asks_the_question_before_the_sources(retriever):
+    llm = FakeLLM()
+    retriever.llm = llm
+    Pipeline(retriever, llm).answer("What is the capital of France?", RetrievalConfig(k=2))
+    user = llm.prompts[-1][-1]["content"]
+    assert user.startswith("Question: What is the capital of France?") and user.index("Question") < user.index("<source")
+
+
+def test_prose_sentences_rejoin_wrapped_lines_and_drop_code():
+    text = ("## LoRA\n\n**LoRA** freezes the weight W and\nlearns a low-rank update. It trains A and B.\n\n"
+            "    y = W x + B A x\n\n```bash\nllmkit finetune sft\n```\n| a | b |\n- A listed point here.\n\n```python\ncut")
+    assert prose_sentences(text) == ["LoRA freezes the weight W and learns a low-rank update.", "It trains A and B.",
+                                     "A listed point here."]
+
+
+def test_extract_quotes_the_closest_sentences_with_citations(retriever, embedder):
+    hits = [Hit("a", "Bread is baked at 220 degrees in a hot oven. Dough rises for an hour first.", {}, 1),
+            Hit("b", "Paris is the capital and largest city of France. It lies on the river Seine.", {}, 1)]
+    q = embedder.embed_query("What is the capital of France?")
+    assert extract(q, hits, embedder.embed, n=1) == "Paris is the capital and largest city of France. [2]"
+    two = extract(q, hits, embedder.embed, n=2)
+    assert two.startswith("Paris") and "[1]" not in two  # the bread chunk is far weaker: left out
+    assert extract(q, [Hit("c", "Too short.", {}, 1)], embedder.embed) == ""
+
+
+def test_ungrounded_answers_fall_back_to_the_extract(retriever):
+    llm = FakeLLM(reply="The moon is made of green cheese and orbits Jupiter.")
+    retriever.llm = llm
+    cfg = RetrievalConfig(k=2)
+    plain = Pipeline(retriever, llm).answer("What is the capital of France?", cfg)
+    assert plain.generated is None and plain.text.startswith("The moon")  # the check is off by default
+    ans = Pipeline(retriever, llm, min_grounded=0.5).answer("What is the capital of France?", cfg)
+    assert ans.generated.startswith("The moon") and ans.grounded == 0.0
+    assert ans.text.startswith("Paris is the capital and largest city of France. [1]") and ans.cited[0] == 1
+    good = Pipeline(retriever, FakeLLM(), min_grounded=0.5).answer("What is the capital of France?", cfg)
+    assert good.generated is None and good.text == "Paris is the capital [1]."
+    only = Pipeline(retriever, llm).answer("What is the capital of France?", cfg, mode="extract")
+    assert only.text.startswith("Paris is the capital") and only.cited[0] == 1
