@@ -93,3 +93,44 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert (tmp_path / "demo" / "accuracy.png").stat().st_size > 1000
     assert "| GRPO |" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_torchrun_two_processes_equal_one(base, tmp_path, method):
+    """LoRA SFT / DPO under torchrun (2 CPU ranks, gloo, batch 2 each) == one process with batch 4."""
+    import socket
+
+    from safetensors.torch import load_file
+
+    # equal lengths: each rank's token-mean loss is the global one
+    recs = [{"conversations": [{"from": "human", "value": f"{i}+1?"}, {"from": "gpt", "value": str(i + 1)}]}
+            if method == "sft" else {"prompt": f"{i}+1?", "chosen": str(i + 1), "rejected": str(i + 2)}
+            for i in range(10, 30)]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    common = ["finetune", method, "--config", f"{method}-lora", "--init-from", str(base), "--data", str(data),
+              "--max-steps", "3", "--eval-size", "4", "--max-len", "64", "--progress", "false", "--device", "cpu",
+              "--lora-dropout", "0", "--log-every", "1"]
+    one = run(*common, "--out-dir", str(tmp_path / "one"), "--batch-size", "4")
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                          f"--master_port={port}", "-m", "llmkit", *common, "--out-dir", str(tmp_path / "two"),
+                          "--batch-size", "2"], capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def losses(d):
+        return [r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+    assert len(losses(tmp_path / "one")) == 3
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "two")), torch.tensor(losses(tmp_path / "one")),
+                               rtol=1e-4, atol=1e-5)
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
