@@ -207,12 +207,19 @@ def _load_pdf(path: Path, base: dict) -> list[Document]:
         import pypdf
     except ImportError:
         raise LoaderError("PDF support needs pypdf", "pip install 'llmkit[rag]'") from None
+    import logging
+
+    log = logging.getLogger("pypdf")
+    level = log.level
+    log.setLevel(logging.ERROR)  # its warnings ("EOF marker not found") would break the one-line report
     try:
         reader = pypdf.PdfReader(str(path))
         title = (reader.metadata.title if reader.metadata else None) or base["title"]
         pages = [(i + 1, page.extract_text() or "") for i, page in enumerate(reader.pages)]
     except Exception as e:  # pypdf raises many kinds on a damaged file; all mean "unreadable"
         raise LoaderError(f"{path} is not a readable PDF ({type(e).__name__}: {e})", "repair or exclude it") from None
+    finally:
+        log.setLevel(level)
     return [Document(t, dict(base, title=str(title), page=n)) for n, t in pages if t.strip()]
 
 
