@@ -94,7 +94,7 @@ class ChatLLM:
         text = messages[-1]["content"]
         if "Last question:" in text:
             return "What is the capital of Japan?"  # the standalone rewrite of "And of Japan?"
-        question = text.split("Question:", 1)[-1].split("\n", 1)[0]
+        question = text.rsplit("Question:", 1)[-1].split("\n", 1)[0]
         return "Tokyo [1]." if "Japan" in question else "Paris [1]."
 
     def stream(self, messages, max_tokens=256, temperature=0.0, seed=None):

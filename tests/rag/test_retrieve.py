@@ -177,12 +177,12 @@ def test_pipeline_does_not_claim_attribution_without_support(retriever):
     assert not ans.attributed and ans.cited == [] and ans.text == "Something unrelated.\nAbout nothing here."
 
 
-def test_pipeline_asks_the_question_before_the_sources(retriever):
+def test_pipeline_asks_the_question_after_the_sources(retriever):
     llm = FakeLLM()
     retriever.llm = llm
     Pipeline(retriever, llm).answer("What is the capital of France?", RetrievalConfig(k=2))
     user = llm.prompts[-1][-1]["content"]
-    assert user.startswith("Question: What is the capital of France?") and user.index("Question") < user.index("<source")
+    assert user.startswith("<source") and user.endswith("\n\nQuestion: What is the capital of France?")
 
 
 def test_prose_sentences_rejoin_wrapped_lines_and_drop_code():
