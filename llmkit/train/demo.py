@@ -35,11 +35,11 @@ class DemoSizes:
     train: int = 2000  # generated training problems
     eval: int = 50  # held-out problems
     sft_steps: int = 80
-    dpo_pairs: int = 64
-    dpo_steps: int = 16
-    grpo_steps: int = 10
+    dpo_pairs: int = 512
+    dpo_steps: int = 64
+    grpo_steps: int = 40
     batch: int = 8
-    group: int = 6
+    group: int = 8
 
 
 QUICK = DemoSizes(train=64, eval=8, sft_steps=3, dpo_pairs=8, dpo_steps=2, grpo_steps=2, batch=4, group=2)
@@ -142,7 +142,7 @@ def run_demo(out: str | Path = "runs/finetune-demo", quick: bool = False, seed: 
     pairs = preference_pairs(str(out / "sft" / "final"), train[:sizes.dpo_pairs], seed)
     finetune(_stage_cfg(sizes, out, "dpo", method="dpo", init_from=str(out / "sft" / "final"),
                         data=str(_jsonl(out / "pairs.jsonl", pairs)), max_steps=sizes.dpo_steps, lr=2e-4,
-                        beta=0.1, batch_size=max(sizes.batch // 2, 2), seed=seed))
+                        beta=0.1, rpo_alpha=1.0, batch_size=max(sizes.batch // 2, 2), seed=seed))
     measure("DPO", str(out / "dpo" / "final"), t0)
     t0 = time.perf_counter()
     prompts = [{"prompt": QUESTION.format(a=a, b=b), "answer": str(a + b)} for a, b in train[sizes.dpo_pairs:]]

@@ -107,10 +107,16 @@ def dpo_step(cfg: FinetuneConfig, policy: Policy, m, batch):
     x, y = batch  # (2B, T): chosen rows then rejected rows
     B = x.shape[0] // 2
     average = cfg.loss_type == "ipo"  # IPO's margin is per token (as TRL computes it)
-    lp = sequence_logprobs(m(x), y, average=average)
+    logits = m(x)
+    lp = sequence_logprobs(logits, y, average=average)
     ref = sequence_logprobs(_no_grad_ref(policy, x), y, average=average)
     loss, rc, rr = dpo_loss(lp[:B], lp[B:], ref[:B], ref[B:], cfg.beta, cfg.loss_type, cfg.label_smoothing)
-    return loss, preference_metrics(rc, rr)
+    metrics = preference_metrics(rc, rr)
+    if cfg.rpo_alpha:  # RPO (Pang et al. 2024): + alpha * NLL of the chosen answers, so they do not lose mass too
+        nll = lm_loss(logits[:B], y[:B])
+        loss = loss + cfg.rpo_alpha * nll
+        metrics["nll"] = float(nll.detach())
+    return loss, metrics
 
 
 def orpo_step(cfg: FinetuneConfig, policy: Policy, m, batch):

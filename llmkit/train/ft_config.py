@@ -43,6 +43,7 @@ class FinetuneConfig(TrainConfig):
     beta: float = 0.1  # DPO/KTO temperature; ORPO's lambda
     loss_type: str = "sigmoid"  # DPO: sigmoid | ipo | hinge
     label_smoothing: float = 0.0  # conservative DPO
+    rpo_alpha: float = 0.0  # DPO: weight of the chosen answers' NLL added to the loss (RPO; TRL's name)
     desirable_weight: float = 1.0  # KTO
     undesirable_weight: float = 1.0
     # GRPO

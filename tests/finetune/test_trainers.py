@@ -206,3 +206,13 @@ def test_packed_sft_loss_equals_padded_and_trains(base, tmp_path, smol_tok):
 
     with pytest.raises(ConfigError, match="packing is for sft"):
         FinetuneConfig(method="dpo", packing=True)
+
+
+def test_rpo_adds_the_chosen_nll_to_dpo(base, tmp_path):
+    d = _data(tmp_path)
+    plain = [r for r in _records(finetune(_cfg(base, d, "dpo", "pref.jsonl", max_steps=1, tag="p")).out_dir)
+             if "loss" in r][0]
+    rpo = [r for r in _records(finetune(_cfg(base, d, "dpo", "pref.jsonl", max_steps=1, rpo_alpha=0.5,
+                                             tag="r")).out_dir) if "loss" in r][0]
+    assert "nll" not in plain and rpo["nll"] > 0  # the first step sees the same batch and weights
+    assert rpo["loss"] == pytest.approx(plain["loss"] + 0.5 * rpo["nll"], rel=1e-5)
