@@ -18,6 +18,7 @@ rebuilt when a layer or buffer is replaced. ``LLMKIT_FAST_DECODE=0`` turns it of
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import TYPE_CHECKING
 
@@ -39,16 +40,33 @@ def _projections(block) -> list:
     return [a.wq, a.wk, a.wv, a.wo, getattr(m, "w_gate", None), m.w_up, m.w_down]
 
 
-def _key(model: "Transformer") -> tuple:
-    """Identity of everything the plan points into: a replaced layer or buffer changes it."""
-    key = []
-    for b in model.blocks:
-        key.append(id(b.attn_norm.weight))
-        key.append(id(b.mlp_norm.weight))
-        for p in _projections(b):
-            key.append(id(p))
-            key.append(id(getattr(p, "qweight", None)))
-    return tuple(key)
+def _watch(model: "Transformer") -> tuple:
+    """What the plan points into, as cheap checks: (slot dict, name, object) for every module, buffer and
+    parameter slot on the way to a weight, and (parameter, data_ptr) for the norm weights, whose storage
+    ``model.to(...)`` swaps in place. Checking these costs dict lookups, not ``nn.Module.__getattr__``."""
+    slots, ptrs = [(model._modules, "blocks", model.blocks)], []
+    for name, b in model.blocks._modules.items():
+        slots.append((model.blocks._modules, name, b))
+        for norm_name in ("attn_norm", "mlp_norm"):
+            norm = b._modules[norm_name]
+            slots += [(b._modules, norm_name, norm), (norm._parameters, "weight", norm.weight)]
+            ptrs.append((norm.weight, norm.weight.data_ptr()))
+        for holder_name, attrs in (("attn", ("wq", "wk", "wv", "wo")), ("mlp", ("w_gate", "w_up", "w_down"))):
+            holder = b._modules[holder_name]
+            slots.append((b._modules, holder_name, holder))
+            for a in attrs:
+                p = holder._modules.get(a)
+                slots.append((holder._modules, a, p))
+                for buf in ("qweight", "scale", "min", "bias"):
+                    if p is not None and buf in p._buffers:
+                        slots.append((p._buffers, buf, p._buffers[buf]))
+    return tuple(zip(*slots)), tuple(zip(*ptrs)) or ((), ()), len(model.blocks)
+
+
+def _unchanged(model: "Transformer", watch: tuple) -> bool:
+    (dicts, keys, objs), (params, ptrs), n = watch  # map() keeps the ~1000 checks out of the bytecode loop
+    return (len(model.blocks._modules) == n and all(map(operator.is_, map(dict.get, dicts, keys), objs))
+            and all(map(operator.eq, map(torch.Tensor.data_ptr, params), ptrs)))
 
 
 def _shape_fits(model: "Transformer") -> bool:
@@ -82,13 +100,12 @@ def plan_for(model: "Transformer"):
     """The model's DecodePlan, built on first use and kept until a layer changes; None when not eligible."""
     if not ENABLED or not _shape_fits(model):  # MoE blocks have no w_up: check the shape before _key
         return None
-    key = _key(model)
     cached = model.__dict__.get("_decode_plan")
-    if cached is not None and cached[0] == key:
+    if cached is not None and _unchanged(model, cached[0]):
         return cached[1]
     k = kernels()
     plan = _build(model, k) if k is not None and hasattr(k, "DecodePlan") and _eligible(model) else None
-    model.__dict__["_decode_plan"] = (key, plan)
+    model.__dict__["_decode_plan"] = (_watch(model), plan)
     return plan
 
 

@@ -27,13 +27,33 @@ _FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]  # -fopenmp: at::paral
 _state: dict[str, object] = {}
 
 
-def _cpu_ok() -> bool:
+def _cpu_flags() -> set[str] | None:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            return set(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
+        return None
+
+
+def _cpu_ok() -> bool:
+    flags = _cpu_flags()
+    if flags is None:
         return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    return {"avx2", "fma", "f16c"} <= set(flags)
+    return {"avx2", "fma", "f16c"} <= flags
+
+
+def build_flags() -> list[str]:
+    """Compiler flags for this machine: AVX2 + FMA + F16C, plus the dot-product instruction (vpdpbusd)
+    of AVX-512 VNNI or AVX-VNNI when the CPU has one (``LLMKIT_QKERNEL_VNNI=0`` leaves it out). The
+    build is cached per flag set, so a machine without VNNI never loads a VNNI build."""
+    flags = _cpu_flags() or set()
+    extra: list[str] = []
+    if os.environ.get("LLMKIT_QKERNEL_VNNI", "1") != "0":
+        if {"avx512f", "avx512vl", "avx512_vnni"} <= flags:
+            extra = ["-mavx512f", "-mavx512vl", "-mavx512vnni"]
+        elif "avx_vnni" in flags:
+            extra = ["-mavxvnni"]
+    return _FLAGS + extra
 
 
 def _ninja_on_path() -> None:
@@ -50,13 +70,14 @@ def kernels():
     mod = None
     if os.environ.get("LLMKIT_QKERNEL", "1") != "0" and _cpu_ok():
         code = b"".join(p.read_bytes() for p in SOURCES + HEADERS)
-        digest = hashlib.sha256(code + " ".join(_FLAGS).encode()).hexdigest()[:10]
+        flags = build_flags()
+        digest = hashlib.sha256(code + " ".join(flags).encode()).hexdigest()[:10]
         try:
             from torch.utils.cpp_extension import load
 
             _ninja_on_path()
 
-            mod = load(f"llmkit_qmatmul_{digest}", [str(p) for p in SOURCES], extra_cflags=_FLAGS,
+            mod = load(f"llmkit_qmatmul_{digest}", [str(p) for p in SOURCES], extra_cflags=flags,
                        extra_include_paths=[str(CSRC)], extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as e:  # no compiler / headers: the torch fallback still gives the same numbers
             warnings.warn(f"llmkit: quantized CPU kernel unavailable ({type(e).__name__}: {str(e)[:200]}); "

@@ -121,3 +121,18 @@ def test_batches_padding_and_grad_take_the_regular_path():
     with torch.no_grad():
         assert fast_decode.usable(m, torch.tensor([[1]]), one)
     assert not fast_decode.usable(m, torch.tensor([[1]]), one)  # grad mode on
+
+
+def test_plan_follows_replaced_buffers_and_swapped_storage():
+    m = _model(8)
+    first = fast_decode.plan_for(m)
+    assert fast_decode.plan_for(m) is first  # nothing changed: the cached plan
+    wq = m.blocks[0].attn.wq
+    wq.scale = wq.scale.clone()  # a replaced buffer
+    second = fast_decode.plan_for(m)
+    assert second is not first
+    norm = m.blocks[1].mlp_norm.weight
+    norm.data = norm.data.clone()  # what model.to(...) does to a parameter: same object, new storage
+    assert fast_decode.plan_for(m) is not second
+    m.blocks.append(m.blocks[0])
+    assert fast_decode.plan_for(m) is not None and m.__dict__["_decode_plan"][0][2] == len(m.blocks)

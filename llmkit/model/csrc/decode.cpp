@@ -149,9 +149,9 @@ class DecodePlan {
       float* vc = v_cache.data_ptr<float>() + li * layer_stride;
       rmsnorm(xp, l.attn_norm.data_ptr<float>(), C_, eps_, h_.data());
       float *kn = kv_.data(), *vn = kv_.data() + Hkv_ * D_;
-      llmkit::qlinear(l.q, h_.data(), 1, q_.data(), sc_);
-      llmkit::qlinear(l.k, h_.data(), 1, kn, sc_);
-      llmkit::qlinear(l.v, h_.data(), 1, vn, sc_);
+      const QWeight* qkv[3] = {&l.q, &l.k, &l.v};
+      float* qkv_out[3] = {q_.data(), kn, vn};
+      llmkit::qlinear_multi(qkv, qkv_out, 3, h_.data(), 1, sc_);
       rope(q_.data(), H_, D_, cp, sp);
       rope(kn, Hkv_, D_, cp, sp);
       for (int64_t g = 0; g < Hkv_; ++g) {
@@ -162,8 +162,9 @@ class DecodePlan {
       llmkit::qlinear(l.o, att_.data(), 1, out_.data(), sc_);
       for (int64_t i = 0; i < C_; ++i) xp[i] += out_[i];
       rmsnorm(xp, l.mlp_norm.data_ptr<float>(), C_, eps_, h_.data());
-      llmkit::qlinear(l.gate, h_.data(), 1, g_.data(), sc_);
-      llmkit::qlinear(l.up, h_.data(), 1, u_.data(), sc_);
+      const QWeight* gu[2] = {&l.gate, &l.up};
+      float* gu_out[2] = {g_.data(), u_.data()};
+      llmkit::qlinear_multi(gu, gu_out, 2, h_.data(), 1, sc_);
       for (int64_t i = 0; i < F_; ++i) g_[i] = g_[i] / (1.f + std::exp(-g_[i])) * u_[i];
       llmkit::qlinear(l.down, g_.data(), 1, out_.data(), sc_);
       for (int64_t i = 0; i < C_; ++i) xp[i] += out_[i];
