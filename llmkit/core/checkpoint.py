@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -39,7 +39,7 @@ META = "meta.json"
 @dataclass
 class Checkpoint:
     path: Path
-    tensors: dict[str, torch.Tensor]
+    tensors: Mapping[str, torch.Tensor]  # a dict, or LazyTensors from load_checkpoint(lazy=True)
     config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -117,7 +117,59 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """The tensors of safetensors files, each read from disk only when asked for, into memory of its own.
+
+    ``load_file`` maps the whole file and hands out views of that one mapping, so while any one
+    tensor is alive (the embedding, say) every page ever read stays resident. Here a tensor is its
+    own buffer: one that is dropped (a layer quantized as it loads) is memory given back.
+
+        t = LazyTensors([path])["blocks.0.attn.wq.weight"]   # reads these bytes now, and only these
+    """
+
+    def __init__(self, files: list[Path]):
+        self._where: dict[str, tuple[Path, int, int, torch.dtype, list[int]]] = {}
+        for path in files:
+            try:
+                with open(path, "rb") as f:
+                    n = int.from_bytes(f.read(8), "little")
+                    if n > os.fstat(f.fileno()).st_size:
+                        raise ValueError(f"header length {n} exceeds the file")
+                    header = json.loads(f.read(n))
+                for name, info in header.items():
+                    if name != "__metadata__":
+                        start, end = info["data_offsets"]
+                        self._where[name] = (path, 8 + n + start, end - start, _DTYPES[info["dtype"]], info["shape"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({e})",
+                                      "re-create the checkpoint") from e
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        path, offset, nbytes, dtype, shape = self._where[name]
+        if nbytes == 0:
+            return torch.empty(shape, dtype=dtype)
+        buf = bytearray(nbytes)  # the tensor below shares this memory: one copy, freed with the tensor
+        with open(path, "rb") as f:
+            f.seek(offset)
+            if f.readinto(buf) != nbytes:
+                raise CheckpointError(f"{str(path)!r} is truncated (tensor {name!r})", "re-create the checkpoint")
+        return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    lazy: bool = False) -> Checkpoint:
+    """Read a checkpoint; ``lazy`` leaves the weights on disk until each is indexed (LazyTensors, CPU only)."""
     p = Path(path)
     recover_dir(p)
     if not p.is_dir():
@@ -125,6 +177,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
                               "check the path, or create one with `llmkit convert`")
     meta = upgrade_meta(read_json(p / META))
     config = read_json(p / CONFIG)
+    if lazy:
+        if not (p / WEIGHTS).is_file():
+            raise CheckpointError(f"missing {WEIGHTS} in {str(path)!r}", "the checkpoint is incomplete; re-create it")
+        return Checkpoint(path=p, tensors=LazyTensors([p / WEIGHTS]), config=config, meta=meta)
     try:
         tensors = load_file(str(p / WEIGHTS), device=str(device))
     except FileNotFoundError as e:

@@ -10,14 +10,15 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from llmkit.core.checkpoint import LazyTensors
 from llmkit.core.fileio import atomic_write_dir
-from llmkit.core.errors import FormatError
+from llmkit.core.errors import CheckpointError, FormatError
 from llmkit.model.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -160,28 +161,53 @@ def hf_names(cfg: ModelConfig) -> dict[str, str]:
     return names
 
 
-def state_dict_from_hf(tensors: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def _hf_plan(hf_keys, cfg: ModelConfig) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """Our tensor name -> (the HF tensor it comes from, how it becomes ours), for HF tensors ``hf_keys``."""
     to_ours = {hf: ours for ours, hf in hf_names(cfg).items()}
-    sd: dict[str, torch.Tensor] = {}
-    for name, t in tensors.items():
+    plan: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {}
+    for hf in hf_keys:
+        name = hf.removeprefix("transformer.") if cfg.arch == "gpt2" else hf
+        transpose = cfg.arch == "gpt2" and name.endswith(_CONV1D)  # Conv1D stores the weight (in, out)
         if cfg.arch == "gpt2":
-            name = name.removeprefix("transformer.")
             if name.endswith((".attn.bias", ".attn.masked_bias")):
                 continue  # causal-mask buffers in old GPT-2 checkpoints
-            if name.endswith(_CONV1D):
-                t = t.t()  # Conv1D stores (in, out)
             m = re.fullmatch(r"h\.(\d+)\.attn\.c_attn\.(weight|bias)", name)
             if m:  # q, k, v fused along the output dim
-                for short, part in zip(("wq", "wk", "wv"), t.split(cfg.d_model, dim=0)):
-                    sd[f"blocks.{m[1]}.attn.{short}.{m[2]}"] = part.contiguous()
+                for i, short in enumerate(("wq", "wk", "wv")):
+                    plan[f"blocks.{m[1]}.attn.{short}.{m[2]}"] = (
+                        hf, lambda t, i=i, tr=transpose: (t.t() if tr else t).split(cfg.d_model, dim=0)[i].contiguous())
                 continue
         if name.endswith("rotary_emb.inv_freq"):
             continue  # derived from the config
         if name not in to_ours:
             raise FormatError(f"unexpected tensor {name!r} in HF checkpoint",
                               "llmkit imports plain GPT-2 / Llama / Qwen2 causal LMs")
-        sd[to_ours[name]] = t.contiguous()
-    return sd
+        plan[to_ours[name]] = (hf, (lambda t: t.t().contiguous()) if transpose else (lambda t: t.contiguous()))
+    return plan
+
+
+class _Planned(Mapping[str, torch.Tensor]):
+    """Our state dict over HF tensors, each converted when indexed (with LazyTensors: read then, too)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], plan: dict):
+        self._tensors, self._plan = tensors, plan
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        hf, convert = self._plan[name]
+        return convert(self._tensors[hf])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._plan)
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+
+def state_dict_from_hf(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig,
+                       lazy: bool = False) -> Mapping[str, torch.Tensor]:
+    """HF tensors -> our state dict: a dict, or with ``lazy`` a mapping that converts each tensor on access."""
+    planned = _Planned(tensors, _hf_plan(tensors, cfg))
+    return planned if lazy else dict(planned.items())
 
 
 def state_dict_to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -203,32 +229,39 @@ def state_dict_to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
 
 
 # ---- directories ---------------------------------------------------------------------------
-def read_hf_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_hf_tensors(path: Path, lazy: bool = False) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors by HF name; ``lazy``: safetensors read one tensor at a time (LazyTensors)."""
     index = path / "model.safetensors.index.json"
     try:
         if index.is_file():
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            if lazy:
+                return LazyTensors([path / f for f in files])
             tensors: dict[str, torch.Tensor] = {}
             for f in files:
                 tensors.update(load_file(str(path / f)))
             return tensors
         if (path / "model.safetensors").is_file():
+            if lazy:
+                return LazyTensors([path / "model.safetensors"])
             return load_file(str(path / "model.safetensors"))
         if (path / "pytorch_model.bin").is_file():  # never unpickle arbitrary objects
             return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+    except (SafetensorError, CheckpointError, OSError, KeyError, ValueError, RuntimeError) as e:
         raise FormatError(f"could not read weights in {str(path)!r}: {e}", "the download may be incomplete") from e
     raise FormatError(f"no model.safetensors (or index) in {str(path)!r}", "point at a Hugging Face model directory")
 
 
-def load_hf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer | None]:
+def load_hf(path: str | os.PathLike, lazy: bool = False) -> tuple[ModelConfig, Mapping[str, torch.Tensor],
+                                                                  Tokenizer | None]:
+    """(config, our state dict, tokenizer); ``lazy``: tensors read and converted on access (safetensors)."""
     p = Path(path)
     try:
         hf_cfg = json.loads((p / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise FormatError(f"cannot read {str(p / 'config.json')!r}: {e}", "point at a Hugging Face model directory") from e
     cfg = config_from_hf(hf_cfg)
-    sd = state_dict_from_hf(read_hf_tensors(p), cfg)
+    sd = state_dict_from_hf(read_hf_tensors(p, lazy), cfg, lazy)
     tok = None
     if (p / "tokenizer.json").is_file():
         from llmkit.tokenizer import Tokenizer

@@ -7,6 +7,12 @@
 
 A GGUF is converted once and cached as an llmkit checkpoint (keyed by the
 file's path, size and mtime), so the second start only maps safetensors.
+
+    lm = load_model("smollm2", convert_linear=lambda name, lin: NF4Linear.from_linear(lin))
+
+``convert_linear`` replaces each Linear of the blocks as soon as its weights
+are read, before the next one is: the float copy of one layer is all that
+ever exists, which is how QLoRA's NF4 base loads.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
+from torch import nn
 
 from llmkit.core import checkpoint as ckpt
 from llmkit.core.assets import ASSETS, asset_path, cache_dir
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
     from llmkit.tokenizer import Tokenizer
 
 CONVERTER_VERSION = 1  # bump to invalidate cached GGUF conversions
+ConvertLinear = Callable[[str, nn.Linear], "nn.Module | None"]  # (name, placed Linear) -> its replacement, or None
 
 
 @dataclass
@@ -93,28 +101,65 @@ def save_model(path: str | os.PathLike, model: Transformer, tokenizer: Tokenizer
     return ckpt.save_checkpoint(path, model.export_state_dict(), model.cfg.to_dict(), meta, files)
 
 
-def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], source: str,
-                quantization: dict[str, Any] | None = None) -> Transformer:
-    """A model on the given weights; ``quantization`` (meta.json) names the layers stored quantized."""
+def build_model(cfg: ModelConfig, tensors: Mapping[str, torch.Tensor], source: str,
+                quantization: dict[str, Any] | None = None, convert_linear: ConvertLinear | None = None,
+                device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Transformer:
+    """A model on the given weights; ``quantization`` (meta.json) names the layers stored quantized.
+
+    With ``convert_linear`` the blocks' Linears are read one at a time, moved to ``device`` and
+    ``dtype`` and handed to it (see ``_convert_linears``); the rest of the model is not moved here.
+    """
     try:
-        if not quantization:
+        if not quantization and convert_linear is None:
             return Transformer.from_state_dict(cfg, tensors)
         from llmkit.model.qlinear import quant_layer_from_spec
 
         model = Transformer(cfg, device="meta")
-        for name, spec in quantization["layers"].items():
+        for name, spec in (quantization or {}).get("layers", {}).items():
             old = model.get_submodule(name)
             model.set_submodule(name, quant_layer_from_spec(spec, old.in_features, old.out_features,
                                                             old.bias is not None, device="meta"))
-        model.load_weights(tensors, assign=True)
+        if convert_linear is None:
+            model.load_weights(tensors, assign=True)
+            return model.eval()
+        rest = _convert_linears(model, tensors, convert_linear, device, dtype)
+        model.load_weights(rest, strict=False, assign=True)
+        unread = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        unexpected = sorted(set(rest) - set(model.state_dict()))
+        if unread or unexpected:
+            raise KeyError(f"missing={unread[:5]} unexpected={unexpected[:5]}")
         return model.eval()
     except (KeyError, RuntimeError, AttributeError) as e:
         raise FormatError(f"weights in {source!r} do not match the model config ({e})",
                           "the checkpoint is corrupted or was written by another tool") from e
 
 
-def load_checkpoint_model(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer | None, dict]:
-    c = ckpt.load_checkpoint(path)
+def _convert_linears(model: Transformer, tensors: Mapping[str, torch.Tensor], convert: ConvertLinear,
+                     device: torch.device | str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Fill, place and convert the blocks' Linears of a meta-device ``model`` in order; the unread tensors.
+
+    A dict of tensors is emptied as it is read, so a converted layer's float weight is freed at
+    once (with LazyTensors it was never held anywhere else).
+    """
+    take = tensors.pop if isinstance(tensors, dict) else tensors.__getitem__
+    read: set[str] = set()
+    names = [n for n, m in model.named_modules() if n.startswith("blocks.") and isinstance(m, nn.Linear)]
+    for name in names:  # names, not modules: a list of the Linears would keep every float weight alive
+        lin = model.get_submodule(name)
+        keys = [k for k, _ in lin.named_parameters()]  # weight (, bias)
+        lin.load_state_dict({k: take(f"{name}.{k}") for k in keys}, assign=True)
+        read.update(f"{name}.{k}" for k in keys)
+        new = convert(name, lin.to(device=device, dtype=dtype))
+        if new is not None:
+            model.set_submodule(name, new)
+        del lin, new  # the Linear (and its float weight) must not outlive this iteration
+    return {k: take(k) for k in list(tensors) if k not in read}
+
+
+def load_checkpoint_model(path: Path, lazy: bool = False) -> tuple[ModelConfig, Mapping[str, torch.Tensor],
+                                                                   Tokenizer | None, dict]:
+    """(config, tensors, tokenizer, meta) of a checkpoint; ``lazy``: tensors read on access (LazyTensors)."""
+    c = ckpt.load_checkpoint(path, lazy=lazy)
     try:
         cfg = ModelConfig.from_dict(c.config)
     except (ConfigError, TypeError) as e:
@@ -128,11 +173,11 @@ def load_checkpoint_model(path: Path) -> tuple[ModelConfig, dict[str, torch.Tens
     return cfg, c.tensors, tok, c.meta
 
 
-def _load_gguf_cached(path: Path, use_cache: bool) -> tuple[ModelConfig, dict, Tokenizer, dict]:
+def _load_gguf_cached(path: Path, use_cache: bool, lazy: bool = False) -> tuple[ModelConfig, Mapping, Tokenizer, dict]:
     cached = _gguf_cache_path(path)
     if use_cache and ckpt.is_checkpoint(cached):
         try:
-            cfg, sd, tok, meta = load_checkpoint_model(cached)
+            cfg, sd, tok, meta = load_checkpoint_model(cached, lazy)
             if tok is not None:
                 return cfg, sd, tok, meta
         except (CheckpointError, FormatError):
@@ -152,12 +197,18 @@ def _load_gguf_cached(path: Path, use_cache: bool) -> tuple[ModelConfig, dict, T
 
 def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
                dtype: str | torch.dtype | None = "auto", use_cache: bool = True,
-               keep_quantized: bool = False) -> LoadedModel:
+               keep_quantized: bool = False, convert_linear: ConvertLinear | None = None) -> LoadedModel:
     """Load a model and its tokenizer from a packaged name, GGUF, checkpoint or HF directory.
 
     ``keep_quantized`` (GGUF only): run Q8_0/Q4_0/Q4_1/Q4_K weights packed instead of in float32.
+    ``convert_linear(name, linear)``: called for each Linear of the blocks once its weights are read
+    and placed on ``device`` in ``dtype``; a module it returns takes the Linear's place. Checkpoints,
+    cached GGUFs and HF safetensors are then read tensor by tensor into memory of their own, so the
+    float weights of converted layers never all exist at once (a GGUF's first, uncached conversion
+    and a pytorch_model.bin are still read whole first).
     """
     path, kind = resolve(spec)
+    lazy = convert_linear is not None
     if kind == "gguf" and keep_quantized:
         from llmkit.formats.gguf_packed import load_gguf_packed
 
@@ -165,19 +216,21 @@ def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
         meta = {"stage": "import", "parent": str(path.resolve()), "source_format": "gguf", "name": path.stem,
                 "quantization": quant}
     elif kind == "gguf":
-        cfg, sd, tok, meta = _load_gguf_cached(path, use_cache)
+        cfg, sd, tok, meta = _load_gguf_cached(path, use_cache, lazy)
     elif kind == "llmkit":
-        cfg, sd, tok, meta = load_checkpoint_model(path)
+        cfg, sd, tok, meta = load_checkpoint_model(path, lazy)
     else:
         from llmkit.formats.hf import load_hf
 
-        cfg, sd, tok = load_hf(path)
+        cfg, sd, tok = load_hf(path, lazy)
         meta = {"stage": "import", "parent": str(path.resolve()), "source_format": "hf", "name": path.name}
     if tok is None:
         raise FormatError(f"{str(path)!r} has no tokenizer (tokenizer.json)", "copy the tokenizer files next to the weights")
-    model = build_model(cfg, sd, str(spec), meta.get("quantization"))
     dev = resolve_device(device)
-    model = model.to(device=dev, dtype=resolve_dtype(dtype, dev))
+    dt = resolve_dtype(dtype, dev)
+    model = build_model(cfg, sd, str(spec), meta.get("quantization"), convert_linear, dev, dt)
+    del sd  # emptied by a converting build; otherwise the model's own tensors
+    model = model.to(device=dev, dtype=dt)
     return LoadedModel(model=model, tokenizer=tok, config=cfg, source=str(spec), path=path, meta=meta)
 
 

@@ -171,19 +171,29 @@ def _is_linear_like(m: nn.Module) -> bool:
     return hasattr(m, "in_features") and hasattr(m, "out_features") and not isinstance(m, LoRALinear)
 
 
+def _patterns(targets: tuple[str, ...]) -> list[str]:
+    return [p for t in targets for p in (ALL_LINEAR if t == "all-linear" else (_normalize(t),))]
+
+
+def _fits(name: str, pattern: str) -> bool:
+    return name == pattern or name.endswith("." + pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def is_target(name: str, targets: tuple[str, ...]) -> bool:
+    """Whether match_targets would pick a Linear-like module called ``name`` (asked before the model exists)."""
+    return any(_fits(name, p) for p in _patterns(targets))
+
+
 def match_targets(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
     """Names of the Linear-like modules that match any target; AdapterError for a target matching none.
 
     A target matches a module whose full name equals it, ends with ``.target``,
     or fits it as a glob (``blocks.1*.attn.wq``). HF names (q_proj, ...) work too.
     """
-    patterns = []
-    for t in targets:
-        patterns.extend(ALL_LINEAR if t == "all-linear" else (_normalize(t),))
     candidates = [n for n, m in model.named_modules() if n and _is_linear_like(m)]
     found: list[str] = []
-    for pat in patterns:
-        hits = [n for n in candidates if n == pat or n.endswith("." + pat) or fnmatch.fnmatchcase(n, pat)]
+    for pat in _patterns(targets):
+        hits = [n for n in candidates if _fits(n, pat)]
         if not hits:
             short = sorted({n.rsplit(".", 1)[-1] for n in candidates})
             raise AdapterError(f"LoRA target {pat!r} matches no linear module of the model",

@@ -171,6 +171,9 @@ def nf4_codebook() -> torch.Tensor:
 
 
 NF4 = nf4_codebook()
+# (256, 2): the two levels a packed byte holds (low nibble, high nibble), so dequantizing is one gather per
+# byte; indexing NF4 by every 4-bit code instead needs an int64 copy of the codes, 8 bytes per weight
+NF4_PAIRS = torch.stack([NF4[torch.arange(256) & 0x0F], NF4[torch.arange(256) >> 4]], dim=1)
 DQ_BLOCK = 256  # block of first-level scales that share one second-level scale (double quantization)
 
 
@@ -279,9 +282,18 @@ class NF4Linear(_KeepFormat):
         return self.absmax
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight (N, K) = NF4[code] * its block's absmax; the only full-size temporary is an int32 index.
+
+        ``dequantize_reference`` is the same math written plainly (the test oracle).
+        """
+        pairs = NF4_PAIRS.to(self.codes.device).index_select(0, self.codes.int())  # (N*K/2, 2): value 2i, 2i+1
+        w = pairs.view(-1, self.block_size).mul_(self.block_absmax()[:, None])  # (blocks, B), scaled in place
+        return w.view(self.out_features, self.in_features).to(dtype)
+
+    def dequantize_reference(self) -> torch.Tensor:
         codes = torch.stack([self.codes & 0x0F, self.codes >> 4], dim=1).reshape(-1, self.block_size)  # (blocks, B)
         w = NF4.to(self.codes.device)[codes.long()] * self.block_absmax()[:, None]
-        return w.reshape(self.out_features, self.in_features).to(dtype)
+        return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None

@@ -15,7 +15,7 @@ Returns the ``meta.json`` description the loader uses to rebuild the model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -177,6 +177,17 @@ def nf4_base(model: nn.Module, names: list[str], block_size: int = 64) -> None:
         if isinstance(lin, NF4Linear):
             continue
         setattr(parent, child, NF4Linear.from_linear(lin, block_size, double_quant=True))
+
+
+def nf4_on_load(select: Callable[[str], bool], block_size: int = 64) -> Callable[[str, nn.Linear], nn.Module | None]:
+    """For ``load_model(convert_linear=...)``: each selected Linear becomes NF4 as soon as it is read.
+
+    The same layers as ``nf4_base`` after a full load, but only one layer's float weight exists at a time.
+    """
+    def convert(name: str, lin: nn.Linear) -> nn.Module | None:
+        return NF4Linear.from_linear(lin, block_size, double_quant=True) if select(name) else None
+
+    return convert
 
 
 def awq_scale_model(model: Transformer, calib: torch.Tensor, bits: int, group_size: int, symmetric: bool,

@@ -21,8 +21,8 @@ from typing import Any, Callable
 import torch
 
 from llmkit.core.errors import ConfigError
-from llmkit.model.lora import AdapterError, LoRAConfig, adapters_disabled, apply_lora, has_lora, load_lora_state_dict, \
-    lora_modules, lora_state_dict
+from llmkit.model.lora import AdapterError, LoRAConfig, adapters_disabled, apply_lora, has_lora, is_target, \
+    load_lora_state_dict, lora_modules, lora_state_dict
 from llmkit.train.ft_config import FinetuneConfig
 from llmkit.train.loop import Objective, TrainResult, fit, setup_run
 from llmkit.train.losses import dpo_loss, kto_loss, lm_loss, orpo_loss, sequence_logprobs
@@ -42,14 +42,20 @@ def build_policy(cfg: FinetuneConfig, resume_from: Path | None = None, need_refe
 
     if not cfg.init_from:
         raise ConfigError("init_from is empty", "name the base model, e.g. init_from=smollm2")
-    lm = load_model(cfg.init_from, device="cpu", dtype="float32")
-    model, frozen = lm.model, None
+    convert = None
     if cfg.adapter in ("lora", "qlora"):
         lora = LoRAConfig(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets), init_seed=cfg.seed)
-        apply_lora(model, lora)
-        if cfg.adapter == "qlora":  # the frozen base under each adapter in 4-bit NF4 (double-quantized scales)
-            from llmkit.quantize.apply import nf4_base
+    if cfg.adapter == "qlora":  # the frozen base under each adapter in 4-bit NF4 (double-quantized scales)
+        from llmkit.quantize.apply import nf4_base, nf4_on_load
 
+        # packed as each layer is read, into buffers of its own: the fp32 base never exists whole, and
+        # no mapping of the checkpoint file (kept alive by the embedding) holds its pages for the whole run
+        convert = nf4_on_load(lambda name: is_target(name, lora.targets), cfg.qlora_block)
+    lm = load_model(cfg.init_from, device="cpu", dtype="float32", convert_linear=convert)
+    model, frozen = lm.model, None
+    if cfg.adapter in ("lora", "qlora"):
+        apply_lora(model, lora)
+        if cfg.adapter == "qlora":  # targets the loader does not convert (a head outside the blocks)
             nf4_base(model, [f"{name}.base" for name, _ in lora_modules(model)], cfg.qlora_block)
     elif need_reference:  # full fine-tuning: the reference is a frozen copy of the starting weights
         import copy

@@ -56,3 +56,34 @@ def test_corrupt_and_missing(tmp_path):
     (tmp_path / "d" / "meta.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(CheckpointError, match="newer"):
         ckpt.load_checkpoint(tmp_path / "d")
+
+
+def test_lazy_tensors_read_each_tensor_alone(tmp_path):
+    """LazyTensors = safetensors' load_file, tensor for tensor, dtype for dtype; each in memory of its own."""
+    from safetensors.torch import load_file
+
+    tensors = {"f32": torch.randn(3, 4), "bf16": torch.randn(5).bfloat16(),
+               "i8": torch.tensor([[-3, 7]], dtype=torch.int8), "u8": torch.arange(6, dtype=torch.uint8),
+               "b": torch.tensor([True, False]), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3),
+               "i64": torch.arange(3)}
+    ckpt.save_checkpoint(tmp_path / "c", tensors, {"n": 1})
+    lazy = ckpt.load_checkpoint(tmp_path / "c", lazy=True).tensors
+    eager = load_file(str(tmp_path / "c" / ckpt.WEIGHTS))
+    assert isinstance(lazy, ckpt.LazyTensors) and set(lazy) == set(eager) == set(tensors)
+    for k, t in eager.items():
+        assert lazy[k].dtype == t.dtype and lazy[k].shape == t.shape and torch.equal(lazy[k], t), k
+    a, b = lazy["f32"], lazy["i64"]
+    assert a.untyped_storage().nbytes() == a.numel() * 4  # its own buffer, not a view of the whole file
+    assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+
+
+def test_lazy_tensors_truncated_file_is_a_checkpoint_error(tmp_path):
+    ckpt.save_checkpoint(tmp_path / "c", {"w": torch.randn(64, 64)}, {"n": 1})
+    f = tmp_path / "c" / ckpt.WEIGHTS
+    f.write_bytes(f.read_bytes()[:-100])
+    lazy = ckpt.load_checkpoint(tmp_path / "c", lazy=True).tensors
+    with pytest.raises(CheckpointError, match="truncated"):
+        lazy["w"]
+    f.write_bytes(b"\xff" * 16)
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        ckpt.load_checkpoint(tmp_path / "c", lazy=True)

@@ -115,6 +115,36 @@ def test_qlora_trains_adapters_on_an_nf4_base(base, tmp_path):
         torch.testing.assert_close(merged(ids), ref(ids), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("tie, targets", [(True, ("all-linear",)), (False, ("wq", "w_down", "lm_head"))])
+def test_qlora_base_packed_on_load_equals_packing_after_a_full_load(smol_tok, tmp_path, tie, targets):
+    """build_policy packs the base to NF4 while it loads; the oracle loads in fp32, wraps, then packs
+    (the way it was built before). Same tensors, and the same loss and adapter gradients on a batch:
+    QLoRA's losses for a seed do not depend on how the base was loaded."""
+    from llmkit.model.lora import LoRAConfig, apply_lora, lora_modules
+    from llmkit.quantize.apply import nf4_base
+    from llmkit.train.losses import lm_loss
+
+    path = tmp_path / "base"
+    save_model(path, tiny_model(smol_tok.vocab_size, tie=tie), smol_tok, {"stage": "test"})
+    cfg = _cfg(path, _data(tmp_path), "sft", "sft.jsonl", adapter="qlora", lora_targets=targets)
+    ours = build_policy(cfg).model
+    ref = load_model(path, device="cpu", dtype="float32").model
+    apply_lora(ref, LoRAConfig(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, init_seed=cfg.seed))
+    nf4_base(ref, [f"{n}.base" for n, _ in lora_modules(ref)], cfg.qlora_block)
+    ref.train()
+    a, b = ours.state_dict(), ref.state_dict()
+    assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    x = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for m in (ours, ref):
+        loss = lm_loss(m(x[:, :-1]), x[:, 1:])
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.equal(losses[0], losses[1])
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.requires_grad} for m in (ours, ref)]
+    assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+
+
 def test_dpo_starts_at_log2_and_logs_reward_metrics(base, tmp_path):
     d = _data(tmp_path)
     res = finetune(_cfg(base, d, "dpo", "pref.jsonl", max_steps=8, beta=0.5))
