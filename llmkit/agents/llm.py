@@ -83,7 +83,7 @@ class EngineChat:
     def load(cls, model: str = "smollm2", device: str = "auto", **kwargs) -> EngineChat:
         from llmkit.formats.loader import load_model
 
-        return cls(load_model(model, device=device), **kwargs)
+        return cls(load_model(model, device=device, keep_quantized="auto"), **kwargs)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, allowed_special="all"))

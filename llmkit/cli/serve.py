@@ -21,7 +21,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
         guard = Guard()
         hooks = chat_hooks(guard)
         redact_logs(guard)
-    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level, hooks=hooks, draft=a.draft)
+    serve(a.model, cfg, device=a.device, dtype=a.dtype, log_level=a.log_level, hooks=hooks, draft=a.draft,
+          weights=a.weights)
 
 
 def register(sub) -> None:
@@ -51,6 +52,9 @@ def register(sub) -> None:
                         "(default: prompt lookup, i.e. copying what followed the last n-gram in the context)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default %(default)s)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    from llmkit.cli.main import weights_arg
+
+    weights_arg(p)
     p.add_argument("--log-level", default="info", help="uvicorn log level (default %(default)s)")
     p.add_argument("--guard", action="store_true",
                    help="prompt-injection defences on /v1/chat/completions: tool results and parts marked "

@@ -195,12 +195,32 @@ def _load_gguf_cached(path: Path, use_cache: bool, lazy: bool = False) -> tuple[
     return cfg, sd, tok, meta
 
 
+WEIGHTS = ("auto", "packed", "float")
+
+
+def packed_by_default(device: str | None, dtype: str | torch.dtype | None) -> bool:
+    """Whether a quantized GGUF should run on its packed blocks: on a CPU in float32, where the
+    quantized kernels decode several times faster than float weights (docs/benchmarks.md). On a GPU,
+    or in bf16/fp16, the weights are expanded once instead."""
+    dev = resolve_device(device)
+    return dev.type == "cpu" and resolve_dtype(dtype, dev) == torch.float32
+
+
+def keep_quantized_for(weights: str) -> bool | str:
+    """The ``keep_quantized`` argument for a ``--weights`` choice: auto, packed or float."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"unknown weights choice {weights!r}", f"choose one of: {', '.join(WEIGHTS)}")
+    return {"auto": "auto", "packed": True, "float": False}[weights]
+
+
 def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
                dtype: str | torch.dtype | None = "auto", use_cache: bool = True,
-               keep_quantized: bool = False, convert_linear: ConvertLinear | None = None) -> LoadedModel:
+               keep_quantized: bool | str = False, convert_linear: ConvertLinear | None = None) -> LoadedModel:
     """Load a model and its tokenizer from a packaged name, GGUF, checkpoint or HF directory.
 
     ``keep_quantized`` (GGUF only): run Q8_0/Q4_0/Q4_1/Q4_K weights packed instead of in float32.
+    ``"auto"`` keeps them packed where that is the fast path: on a CPU in float32 (see
+    ``packed_by_default``). Training and evaluation load float weights; generation verbs use "auto".
     ``convert_linear(name, linear)``: called for each Linear of the blocks once its weights are read
     and placed on ``device`` in ``dtype``; a module it returns takes the Linear's place. Checkpoints,
     cached GGUFs and HF safetensors are then read tensor by tensor into memory of their own, so the
@@ -209,6 +229,8 @@ def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
     """
     path, kind = resolve(spec)
     lazy = convert_linear is not None
+    if keep_quantized == "auto":
+        keep_quantized = packed_by_default(device, dtype)
     if kind == "gguf" and keep_quantized:
         from llmkit.formats.gguf_packed import load_gguf_packed
 

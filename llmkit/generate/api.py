@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from llmkit.formats.loader import LoadedModel, load_model
+from llmkit.formats.loader import LoadedModel, keep_quantized_for, load_model
 from llmkit.generate.beam import beam_search
 from llmkit.generate.engine import Engine, end_of_turn_ids
 from llmkit.generate.sampling import SamplingParams
@@ -42,9 +42,12 @@ def prompt_ids(lm: LoadedModel, prompt: str, chat: bool = False, system: str | N
 
 def generate_text(prompt: str, model: str | LoadedModel = "smollm2", chat: bool = False,
                   system: str | None = None, template: str | None = None, num_beams: int = 1,
-                  params: SamplingParams | None = None, device: str = "auto", dtype: str = "auto") -> GenerateResult:
-    """Generate a completion (or a chat reply with chat=True) for one prompt."""
-    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+                  params: SamplingParams | None = None, device: str = "auto", dtype: str = "auto",
+                  weights: str = "auto") -> GenerateResult:
+    """Generate a completion (or a chat reply with chat=True) for one prompt (``weights``: auto, packed or
+    float, how a quantized GGUF runs; see ``llmkit.formats.loader.packed_by_default``)."""
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype,
+                                                                 keep_quantized=keep_quantized_for(weights))
     params = params or SamplingParams()
     ids = prompt_ids(lm, prompt, chat, system, template)
     if num_beams > 1:

@@ -127,7 +127,14 @@ class QuantLinear(_KeepFormat):
         return unpack_int4(self.qweight) if self.bits == 4 else self.qweight
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The weight (N, K) as a dense matrix (for other devices, large batches and tests)."""
+        """The weight (N, K) as a dense matrix (for other devices, large batches and tests).
+
+        On CPU the compiled kernel expands it in one pass (the same values, about 3x faster than the
+        torch ops, which matters because prefill re-expands every layer on every forward)."""
+        k = kernels() if self.qweight.device.type == "cpu" else None
+        if k is not None and hasattr(k, "dequantize"):
+            w = k.dequantize(self.qweight, self.scale, self.min, self.group_size, self.bits)
+            return w if dtype == torch.float32 else w.to(dtype)
         return dequantize_affine(self.int_values(), self.scale, self.min, self.group_size, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

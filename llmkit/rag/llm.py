@@ -55,4 +55,4 @@ class LLM:
 def load_llm(spec: str = "smollm2", device: str = "auto") -> LLM:
     from llmkit.formats.loader import load_model
 
-    return LLM(load_model(spec, device=device))
+    return LLM(load_model(spec, device=device, keep_quantized="auto"))

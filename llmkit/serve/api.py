@@ -6,16 +6,17 @@ import signal
 import threading
 
 from llmkit.core.errors import ConfigError
-from llmkit.formats.loader import LoadedModel, load_model
+from llmkit.formats.loader import LoadedModel, keep_quantized_for, load_model
 from llmkit.serve.state import ChatHooks, ServeConfig
 
 
 def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = None, device: str = "auto",
           dtype: str = "auto", log_level: str = "info", hooks: ChatHooks | None = None,
-          draft: str | LoadedModel | None = None) -> None:
+          draft: str | LoadedModel | None = None, weights: str = "auto") -> None:
     """Load `model` and answer the OpenAI API on config.host:config.port until interrupted
     (``hooks``: optional chat-content hooks, e.g. llmkit.guard's; ``draft``: a same-tokenizer
-    model whose guesses speed up decoding, instead of prompt lookup)."""
+    model whose guesses speed up decoding, instead of prompt lookup; ``weights``: auto, packed or float,
+    how a quantized GGUF runs, see ``llmkit.formats.loader.packed_by_default``)."""
     try:
         import uvicorn
     except ImportError:
@@ -24,9 +25,10 @@ def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = Non
 
     config = config or ServeConfig()
     spec = model if isinstance(model, str) else None
-    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    keep = keep_quantized_for(weights)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype, keep_quantized=keep)
     if isinstance(draft, str):
-        draft = load_model(draft, device=device, dtype=dtype)
+        draft = load_model(draft, device=device, dtype=dtype, keep_quantized=keep)
     app = create_app(lm, config, spec, hooks, draft)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
                                            timeout_graceful_shutdown=5))

@@ -71,3 +71,38 @@ def test_smollm2_packed_greedy_tokens_match_float(packed_smollm2, smollm2):
     a = Engine(packed_smollm2.model, packed_smollm2.tokenizer).generate([p], params)[0].token_ids
     b = Engine(smollm2.model, smollm2.tokenizer).generate([p], params)[0].token_ids
     assert a == b
+
+
+@pytest.mark.parametrize("bits,group,sym,half", [(4, 32, False, True), (4, 64, True, False), (8, 32, False, True),
+                                                 (8, 576, True, False)])
+def test_kernel_dequantize_equals_torch(bits, group, sym, half):
+    from llmkit.model.qkernels import kernels
+    from llmkit.model.qlinear import dequantize_affine
+
+    if kernels() is None:
+        pytest.skip("no compiled kernel on this machine")
+    gen = torch.Generator().manual_seed(bits + group)
+    N, K = 40, 576
+    q = torch.randint(0, 16, (N, K), generator=gen) if bits == 4 else torch.randint(-128, 128, (N, K), generator=gen)
+    dt = torch.float16 if half else torch.float32
+    scale = (torch.rand(N, K // group, generator=gen) * 0.01).to(dt)
+    mn = None if sym else (torch.randn(N, K // group, generator=gen) * 0.01).to(dt)
+    layer = QuantLinear.from_quantized(q, scale, mn, bits, scale_dtype=dt)
+    # the kernel's one-pass expansion and the torch ops give the same floats, bit for bit
+    assert torch.equal(layer.dequantize(), dequantize_affine(layer.int_values(), layer.scale, layer.min, group))
+
+
+def test_weights_choice_and_auto_default():
+    from llmkit.core.errors import ConfigError
+    from llmkit.formats.loader import keep_quantized_for, packed_by_default
+
+    assert keep_quantized_for("packed") is True and keep_quantized_for("float") is False
+    assert keep_quantized_for("auto") == "auto"
+    assert packed_by_default("cpu", "auto") and packed_by_default("cpu", "float32")
+    assert not packed_by_default("cpu", "bfloat16")
+    with pytest.raises(ConfigError, match="weights choice 'fast'"):
+        keep_quantized_for("fast")
+    auto = load_model("smollm2", device="cpu", keep_quantized="auto")
+    assert isinstance(auto.model.blocks[0].attn.wq, QuantLinear)  # a CPU in float32: the packed blocks
+    bf16 = load_model("smollm2", device="cpu", dtype="bfloat16", keep_quantized="auto")
+    assert not isinstance(bf16.model.blocks[0].attn.wq, QuantLinear)

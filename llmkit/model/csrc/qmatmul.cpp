@@ -58,6 +58,45 @@ torch::Tensor dispatch(const torch::Tensor& x_, const torch::Tensor& qs, const t
   return y;
 }
 
+// W (N, K) float32 = dequant(qs): for prefill-sized batches, where one float GEMM beats re-reading the
+// packed rows once per 4 rows of x. Rows are split across threads; each 32-value block is expanded in
+// registers and written once.
+template <typename S>
+void dequant_rows(const QWeight& w, float* out, int64_t n0, int64_t n1) {
+  const int64_t K = w.K, G = w.G, ng = K / G, nb = G / 32, B = w.bits == 4 ? 16 : 32;
+  const S* sc = static_cast<const S*>(w.scale);
+  const S* mn = static_cast<const S*>(w.min);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t g = 0; g < ng; ++g) {
+      const __m256 d = _mm256_set1_ps(llmkit::load_scale(sc, n * ng + g));
+      const __m256 m = _mm256_set1_ps(mn != nullptr ? llmkit::load_scale(mn, n * ng + g) : 0.f);
+      for (int64_t b = g * nb; b < (g + 1) * nb; ++b) {
+        __m256 v[4];
+        const uint8_t* q = w.qs + (n * (K / 32) + b) * B;
+        if (w.bits == 4) llmkit::expand4(q, v); else llmkit::expand8(q, v);
+        float* o = out + n * K + b * 32;
+        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + 8 * i, _mm256_add_ps(_mm256_mul_ps(d, v[i]), m));  // as torch rounds
+      }
+    }
+}
+
+torch::Tensor dequantize(const torch::Tensor& qs, const torch::Tensor& scale_, c10::optional<torch::Tensor> min,
+                         int64_t G, int64_t bits) {
+  TORCH_CHECK(bits == 4 || bits == 8, "bits must be 4 or 8");
+  TORCH_CHECK(qs.scalar_type() == (bits == 4 ? torch::kUInt8 : torch::kInt8), "qs dtype does not match bits");
+  const int64_t K = bits == 4 ? qs.size(1) * 2 : qs.size(1);
+  const torch::Tensor scale = scale_.contiguous();
+  const torch::Tensor mn = min.has_value() ? min->contiguous() : torch::Tensor();
+  const torch::Tensor x = torch::empty({1, K}, torch::kFloat32);  // only for check()'s shape tests
+  const QWeight w = check(x, qs, scale, mn, G, K, static_cast<int>(bits));
+  auto out = torch::empty({w.N, K}, torch::kFloat32);
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, w.N, 16, [&](int64_t n0, int64_t n1) {
+    if (w.half) dequant_rows<at::Half>(w, o, n0, n1); else dequant_rows<float>(w, o, n0, n1);
+  });
+  return out;
+}
+
 }  // namespace
 
 void bind_decode(pybind11::module& m);  // decode.cpp
@@ -79,5 +118,6 @@ torch::Tensor q8_matmul(torch::Tensor x, torch::Tensor qs, torch::Tensor scale, 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("q4_matmul", &q4_matmul, "x @ dequant(packed 4-bit W)^T, int8 activations");
   m.def("q8_matmul", &q8_matmul, "x @ dequant(int8 W)^T, int8 activations");
+  m.def("dequantize", &dequantize, "packed 4-bit or int8 W (+ scale, min) -> float32 (N, K)");
   bind_decode(m);
 }
