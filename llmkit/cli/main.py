@@ -69,8 +69,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     weights_arg(p)
 
 
-def weights_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="auto", choices=["auto", "packed", "float"],
+def weights_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--weights", default=default, choices=["auto", "packed", "float"],
                    help="how a quantized GGUF runs: packed (its Q4/Q8 blocks through the quantized kernels, several "
                         "times faster at batch 1 on a CPU), float (expanded to float32 once: exact, for parity checks), or "
                         "auto: packed on a CPU in float32, float elsewhere (default %(default)s)")

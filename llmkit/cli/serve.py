@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     from llmkit.cli.main import weights_arg
 
-    weights_arg(p)
+    weights_arg(p, default="float")  # batches above 16 rows would re-expand packed layers every step
     p.add_argument("--log-level", default="info", help="uvicorn log level (default %(default)s)")
     p.add_argument("--guard", action="store_true",
                    help="prompt-injection defences on /v1/chat/completions: tool results and parts marked "

@@ -12,7 +12,7 @@ from llmkit.serve.state import ChatHooks, ServeConfig
 
 def serve(model: str | LoadedModel = "smollm2", config: ServeConfig | None = None, device: str = "auto",
           dtype: str = "auto", log_level: str = "info", hooks: ChatHooks | None = None,
-          draft: str | LoadedModel | None = None, weights: str = "auto") -> None:
+          draft: str | LoadedModel | None = None, weights: str = "float") -> None:
     """Load `model` and answer the OpenAI API on config.host:config.port until interrupted
     (``hooks``: optional chat-content hooks, e.g. llmkit.guard's; ``draft``: a same-tokenizer
     model whose guesses speed up decoding, instead of prompt lookup; ``weights``: auto, packed or float,
