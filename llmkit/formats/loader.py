@@ -195,7 +195,7 @@ def _load_gguf_cached(path: Path, use_cache: bool, lazy: bool = False) -> tuple[
     return cfg, sd, tok, meta
 
 
-WEIGHTS = ("auto", "packed", "float")
+WEIGHTS = {"auto": "auto", "packed": True, "float": False}  # --weights choice -> keep_quantized
 
 
 def packed_by_default(device: str | None, dtype: str | torch.dtype | None) -> bool:
@@ -210,7 +210,7 @@ def keep_quantized_for(weights: str) -> bool | str:
     """The ``keep_quantized`` argument for a ``--weights`` choice: auto, packed or float."""
     if weights not in WEIGHTS:
         raise ConfigError(f"unknown weights choice {weights!r}", f"choose one of: {', '.join(WEIGHTS)}")
-    return {"auto": "auto", "packed": True, "float": False}[weights]
+    return WEIGHTS[weights]
 
 
 def load_model(spec: str | os.PathLike = "smollm2", device: str | None = "auto",
