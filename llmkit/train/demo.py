@@ -7,10 +7,12 @@ the reply is exactly "936" — checked by ``rewards.exact_answer``. The base
 model answers in sentences or gets the sum wrong, so it starts near 0%.
 
 - SFT: LoRA on generated problems with their gold answers.
-- DPO: preference pairs built from the SFT model's own samples on training
-  problems: gold answer (chosen) vs a wrong sampled reply (rejected); the
-  reference is the SFT model (adapters off).
-- GRPO: groups of sampled replies scored by the exact-answer reward.
+- DPO: preference pairs built from the SFT model's own samples: several samples
+  per training problem; on the problems where some sample is wrong, the gold
+  answer (chosen) vs the most common wrong reply (rejected); the reference is
+  the SFT model (adapters off).
+- GRPO: groups of sampled replies scored by the exact-answer reward, with
+  dynamic sampling (groups that all agree are replaced by fresh prompts).
 
 Each stage starts from the previous stage's merged model. Held-out problems
 never appear in training data.
@@ -19,8 +21,10 @@ never appear in training data.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,16 +37,20 @@ QUESTION = "What is {a} + {b}? Reply with only the number."
 @dataclass
 class DemoSizes:
     train: int = 2000  # generated training problems
-    eval: int = 50  # held-out problems
+    eval: int = 200  # held-out problems: the standard error at 75% is 3 points
     sft_steps: int = 80
-    dpo_pairs: int = 512
+    dpo_pairs: int = 512  # training problems sampled for DPO pairs (only the ones the model gets wrong make a pair)
+    dpo_samples: int = 4  # samples per problem
     dpo_steps: int = 64
     grpo_steps: int = 40
+    grpo_lr: float = 1e-4
+    grpo_draws: int = 8  # dynamic sampling: extra prompts a GRPO step may draw; 0 = off
     batch: int = 8
     group: int = 8
 
 
-QUICK = DemoSizes(train=64, eval=8, sft_steps=3, dpo_pairs=8, dpo_steps=2, grpo_steps=2, batch=4, group=2)
+QUICK = DemoSizes(train=64, eval=8, sft_steps=3, dpo_pairs=8, dpo_samples=2, dpo_steps=2, grpo_steps=2, grpo_draws=2,
+                  batch=4, group=2)
 
 
 @dataclass
@@ -84,22 +92,33 @@ def accuracy(model_spec: str, pairs) -> tuple[float, list[str]]:
     return greedy_accuracy(lm.model, lm.tokenizer, _prompts(lm, pairs), [exact_answer], max_new_tokens=6)
 
 
-def preference_pairs(model_spec: str, pairs, seed: int) -> list[dict]:
-    """Gold answer vs the model's own wrong sample (temperature 1) for each training problem it gets wrong."""
+def rejected_reply(replies: list[str], gold: str) -> str | None:
+    """The most common wrong (non-empty) reply, the first seen on a tie; None if every reply is right.
+
+    rejected_reply(["936", "926", "1036", "926"], "936") == "926"
+    """
+    wrong = Counter(r.strip() for r in replies if r.strip() and r.strip() != gold)
+    return wrong.most_common(1)[0][0] if wrong else None  # most_common keeps first-seen order on ties
+
+
+def preference_pairs(model_spec: str, pairs, samples: int, seed: int) -> list[dict]:
+    """`samples` replies (temperature 1) per training problem; a pair (gold, most common wrong reply) per
+    problem the model is unsure of. Problems it always gets right make no pair: nothing to prefer there."""
     from llmkit.formats.loader import load_model
     from llmkit.generate import Engine, SamplingParams
 
     lm = load_model(model_spec, device="cpu", dtype="float32")
-    prompts = _prompts(lm, pairs)
+    flat = [p for p, _ in _prompts(lm, pairs) for _ in range(samples)]
     engine = Engine(lm.model, lm.tokenizer)
+    texts = []
+    for i in range(0, len(flat), 32):
+        params = [SamplingParams(max_tokens=6, temperature=1.0, top_p=1.0, seed=seed + i + j)
+                  for j in range(len(flat[i:i + 32]))]
+        texts += [c.text for c in engine.generate(flat[i:i + 32], params)]
     out = []
-    for i in range(0, len(prompts), 16):
-        chunk = prompts[i:i + 16]
-        params = [SamplingParams(max_tokens=6, temperature=1.0, top_p=1.0, seed=seed + i + j) for j in range(len(chunk))]
-        for (a, b), c in zip(pairs[i:i + 16], engine.generate([p for p, _ in chunk], params)):
-            wrong = c.text.strip() != str(a + b)
-            rejected = c.text.strip() if wrong and c.text.strip() else str(a + b + random.Random(a * b).choice(
-                [-100, -10, -1, 1, 10, 100]))  # a near-miss when the model was right
+    for k, (a, b) in enumerate(pairs):
+        rejected = rejected_reply(texts[k * samples:(k + 1) * samples], str(a + b))
+        if rejected is not None:
             out.append({"prompt": QUESTION.format(a=a, b=b), "chosen": str(a + b), "rejected": rejected})
     return out
 
@@ -112,10 +131,45 @@ def _stage_cfg(sizes: DemoSizes, out: Path, stage: str, **kw) -> FinetuneConfig:
     return FinetuneConfig(**base)
 
 
-def run_demo(out: str | Path = "runs/finetune-demo", quick: bool = False, seed: int = 0, base: str = "smollm2",
-             sizes: DemoSizes | None = None) -> DemoReport:
+def sft_stage(sizes: DemoSizes, out: Path, base: str, train, seed: int) -> str:
     from llmkit.train.finetune import finetune
 
+    sft = [{"messages": [{"role": "user", "content": QUESTION.format(a=a, b=b)},
+                         {"role": "assistant", "content": str(a + b)}]} for a, b in train]
+    finetune(_stage_cfg(sizes, out, "sft", method="sft", init_from=base, data=str(_jsonl(out / "sft.jsonl", sft)),
+                        max_steps=sizes.sft_steps, lr=1e-3, seed=seed))
+    return str(out / "sft" / "final")
+
+
+def dpo_stage(sizes: DemoSizes, out: Path, init: str, train, seed: int) -> str:
+    from llmkit.data.errors import DataError
+    from llmkit.train.finetune import finetune
+
+    pairs = preference_pairs(init, train[:sizes.dpo_pairs], sizes.dpo_samples, seed)
+    if not pairs:
+        raise DataError(f"the model got all {sizes.dpo_pairs} DPO problems right in every sample",
+                        "raise dpo_pairs or dpo_samples")
+    print(f"DPO: {len(pairs)} pairs from {sizes.dpo_pairs} problems x {sizes.dpo_samples} samples")
+    finetune(_stage_cfg(sizes, out, "dpo", method="dpo", init_from=init,
+                        data=str(_jsonl(out / "pairs.jsonl", pairs)), max_steps=sizes.dpo_steps, lr=2e-4,
+                        beta=0.1, rpo_alpha=1.0, batch_size=max(sizes.batch // 2, 2), seed=seed))
+    return str(out / "dpo" / "final")
+
+
+def grpo_stage(sizes: DemoSizes, out: Path, init: str, train, seed: int) -> str:
+    from llmkit.train.finetune import finetune
+
+    prompts = [{"prompt": QUESTION.format(a=a, b=b), "answer": str(a + b)} for a, b in train[sizes.dpo_pairs:]]
+    finetune(_stage_cfg(sizes, out, "grpo", method="grpo", init_from=init,
+                        data=str(_jsonl(out / "prompts.jsonl", prompts)), max_steps=sizes.grpo_steps,
+                        lr=sizes.grpo_lr, group_size=sizes.group, max_new_tokens=6, temperature=1.0, kl_beta=0.04,
+                        rewards=("exact",), batch_size=max(sizes.batch // 4, 1), seed=seed,
+                        dynamic_sampling=sizes.grpo_draws > 0, dynamic_sampling_draws=max(sizes.grpo_draws, 1)))
+    return str(out / "grpo" / "final")
+
+
+def run_demo(out: str | Path = "runs/finetune-demo", quick: bool = False, seed: int = 0, base: str = "smollm2",
+             sizes: DemoSizes | None = None) -> DemoReport:
     sizes = sizes or (QUICK if quick else DemoSizes())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,38 +180,46 @@ def run_demo(out: str | Path = "runs/finetune-demo", quick: bool = False, seed: 
 
     def measure(stage: str, spec: str, t0: float) -> None:
         acc, texts = accuracy(spec, held)
-        report.rows.append({"stage": stage, "accuracy": acc, "seconds": time.perf_counter() - t0, "n": len(held),
-                            "model": spec, "samples": texts[:5]})
-        print(f"{stage}: held-out accuracy {acc:.1%} ({len(held)} problems)")
+        correct = [t.strip() == str(a + b) for t, (a, b) in zip(texts, held)]  # what exact_answer checks
+        prev = report.rows[-1]["correct"] if report.rows else correct
+        report.rows.append({"stage": stage, "accuracy": acc, "stderr": stderr(acc, len(held)),
+                            "change": acc - sum(prev) / len(prev), "change_stderr": paired_stderr(prev, correct),
+                            "seconds": time.perf_counter() - t0, "n": len(held), "model": spec,
+                            "samples": texts[:5], "correct": correct})
+        print(f"{stage}: held-out accuracy {acc:.1%} ± {stderr(acc, len(held)):.1%} ({len(held)} problems)")
 
-    t0 = time.perf_counter()
-    measure("base", base, t0)
-    sft = [{"messages": [{"role": "user", "content": QUESTION.format(a=a, b=b)},
-                         {"role": "assistant", "content": str(a + b)}]} for a, b in train]
-    t0 = time.perf_counter()
-    finetune(_stage_cfg(sizes, out, "sft", method="sft", init_from=base, data=str(_jsonl(out / "sft.jsonl", sft)),
-                        max_steps=sizes.sft_steps, lr=1e-3, seed=seed))
-    measure("LoRA-SFT", str(out / "sft" / "final"), t0)
-    t0 = time.perf_counter()
-    pairs = preference_pairs(str(out / "sft" / "final"), train[:sizes.dpo_pairs], seed)
-    finetune(_stage_cfg(sizes, out, "dpo", method="dpo", init_from=str(out / "sft" / "final"),
-                        data=str(_jsonl(out / "pairs.jsonl", pairs)), max_steps=sizes.dpo_steps, lr=2e-4,
-                        beta=0.1, rpo_alpha=1.0, batch_size=max(sizes.batch // 2, 2), seed=seed))
-    measure("DPO", str(out / "dpo" / "final"), t0)
-    t0 = time.perf_counter()
-    prompts = [{"prompt": QUESTION.format(a=a, b=b), "answer": str(a + b)} for a, b in train[sizes.dpo_pairs:]]
-    finetune(_stage_cfg(sizes, out, "grpo", method="grpo", init_from=str(out / "dpo" / "final"),
-                        data=str(_jsonl(out / "prompts.jsonl", prompts)), max_steps=sizes.grpo_steps, lr=1e-4,
-                        group_size=sizes.group, max_new_tokens=6, temperature=1.0, kl_beta=0.04,
-                        rewards=("exact",), batch_size=max(sizes.batch // 4, 1), seed=seed))
-    measure("GRPO", str(out / "grpo" / "final"), t0)
+    spec = base
+    for stage, run in (("base", None), ("LoRA-SFT", sft_stage), ("DPO", dpo_stage), ("GRPO", grpo_stage)):
+        t0 = time.perf_counter()
+        spec = run(sizes, out, spec, train, seed) if run else spec
+        measure(stage, spec, t0)
     return _write_report(report, out, sizes, quick)
 
 
+def stderr(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n independent problems: sqrt(p(1-p)/n)."""
+    return math.sqrt(p * (1 - p) / n) if n else 0.0
+
+
+def paired_stderr(before: list[bool], after: list[bool]) -> float:
+    """Standard error of the accuracy change on the same problems: std(after_i - before_i) / sqrt(n).
+
+    Tighter than two independent errors: problems both stages get right (or wrong) add no noise.
+    paired_stderr([1, 1, 0, 0], [1, 0, 1, 1]) == sqrt(11/12) / 2
+    """
+    d = [int(a) - int(b) for a, b in zip(after, before)]
+    n = len(d)
+    if n < 2:
+        return 0.0
+    mean = sum(d) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+
+
 def _write_report(report: DemoReport, out: Path, sizes: DemoSizes, quick: bool) -> DemoReport:
-    lines = ["| stage | held-out accuracy | stage time (s) |", "|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['accuracy']:.1%} ({round(r['accuracy'] * r['n'])}/{r['n']}) | "
-              f"{r['seconds']:.0f} |" for r in report.rows]
+    lines = ["| stage | held-out accuracy ± s.e. | change vs previous stage ± paired s.e. | stage time (s) |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['accuracy']:.1%} ± {r['stderr']:.1%} ({round(r['accuracy'] * r['n'])}/{r['n']}) | "
+              f"{_change(r) if i else '—'} | {r['seconds']:.0f} |" for i, r in enumerate(report.rows)]
     report.table = "\n".join(lines)
     md = [f"# Fine-tuning demo{' (quick)' if quick else ''}: 3-digit addition, strict format", "",
           f"Task: `{QUESTION}` — right only if the reply is exactly the sum.", "",
@@ -171,6 +233,10 @@ def _write_report(report: DemoReport, out: Path, sizes: DemoSizes, quick: bool) 
     return report
 
 
+def _change(row: dict) -> str:
+    return f"{100 * row['change']:+.1f} ± {100 * row['change_stderr']:.1f} points"
+
+
 def _plot(rows: list[dict], path: Path) -> Path:
     import matplotlib
 
@@ -179,10 +245,11 @@ def _plot(rows: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     names, accs = [r["stage"] for r in rows], [100 * r["accuracy"] for r in rows]
-    bars = ax.bar(names, accs, color=["#999", "#4a90d9", "#e8a33d", "#5cb85c"][:len(rows)])
-    for b, v in zip(bars, accs):
-        ax.text(b.get_x() + b.get_width() / 2, v + 1, f"{v:.0f}%", ha="center")
-    ax.set_ylabel("held-out accuracy (%)")
+    errs = [100 * r["stderr"] for r in rows]
+    bars = ax.bar(names, accs, yerr=errs, capsize=4, color=["#999", "#4a90d9", "#e8a33d", "#5cb85c"][:len(rows)])
+    for b, v, e in zip(bars, accs, errs):
+        ax.text(b.get_x() + b.get_width() / 2, v + e + 1, f"{v:.1f}%", ha="center")
+    ax.set_ylabel(f"held-out accuracy (%), n = {rows[0]['n']}")
     ax.set_ylim(0, 105)
     ax.set_title("SmolLM2-135M-Instruct: 3-digit addition, exact answer")
     fig.tight_layout()

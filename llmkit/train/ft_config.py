@@ -53,6 +53,8 @@ class FinetuneConfig(TrainConfig):
     clip_eps: float = 0.2
     kl_beta: float = 0.04
     rewards: tuple[str, ...] = ("exact",)  # names in llmkit.train.rewards.REWARDS
+    dynamic_sampling: bool = False  # DAPO: keep only groups whose rewards differ (the others have zero advantage)
+    dynamic_sampling_draws: int = 16  # extra prompts a step may draw to refill its batch with such groups
     # the loop, with fine-tuning defaults
     batch_size: int = 4
     seq_len: int = 512  # unused by fine-tuning (batches are padded to their longest row)
@@ -83,6 +85,12 @@ class FinetuneConfig(TrainConfig):
         if self.group_size < 2 and self.method == "grpo":
             raise ConfigError(f"group_size={self.group_size}: GRPO compares samples within a group",
                               "set group_size >= 2")
+        if self.dynamic_sampling and self.method != "grpo":
+            raise ConfigError(f"dynamic_sampling with method {self.method!r}",
+                              "dynamic_sampling filters GRPO groups; use method=grpo or drop it")
+        if self.dynamic_sampling and self.dynamic_sampling_draws < 1:
+            raise ConfigError(f"dynamic_sampling_draws={self.dynamic_sampling_draws}: nothing could refill the batch",
+                              "set dynamic_sampling_draws >= 1")
         if self.fsdp and self.adapter in ("lora", "qlora"):
             raise ConfigError("FSDP with LoRA is not supported", "use DDP (the default under torchrun)")
 

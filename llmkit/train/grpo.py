@@ -4,6 +4,8 @@ Per micro-batch of B prompts:
   1. sample G completions per prompt through the generation engine (the policy, no grad);
   2. score each with the reward callables (summed) -> (B·G,) rewards;
   3. advantages = rewards normalised within each prompt's group (no value network);
+     with ``dynamic_sampling`` (DAPO), groups whose rewards are all equal are dropped and
+     more prompts are drawn, up to ``dynamic_sampling_draws``, to refill the batch;
   4. loss = clipped policy-gradient objective + β·KL(π‖π_ref) (k3), over completion tokens.
 With one optimisation pass per sample batch the ratio is 1 and the clip only
 guards the gradient's scale; the reference is the base (adapters off) or a frozen copy.
@@ -14,6 +16,7 @@ whole record is handed to every reward as ``example``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +68,55 @@ def sample_groups(policy: Policy, prompts: list[list[int]], cfg: FinetuneConfig,
     return [o.text for o in outs], flat, rows
 
 
+@dataclass
+class Groups:
+    """B prompts' sampled groups: per prompt `prompts`, `examples`; per sample (B·G) `texts`, `rows`, `rewards`."""
+
+    prompts: list[list[int]]
+    examples: list[dict]
+    texts: list[str]
+    rows: list[list[int]]
+    rewards: torch.Tensor  # (B·G,)
+
+    def take(self, keep: list[int], group: int) -> "Groups":
+        """The groups of the prompts at indices `keep`, in that order."""
+        samples = [i * group + j for i in keep for j in range(group)]
+        return Groups([self.prompts[i] for i in keep], [self.examples[i] for i in keep],
+                      [self.texts[k] for k in samples], [self.rows[k] for k in samples],
+                      self.rewards[samples] if samples else self.rewards[:0])
+
+    def __add__(self, other: "Groups") -> "Groups":
+        return Groups(self.prompts + other.prompts, self.examples + other.examples, self.texts + other.texts,
+                      self.rows + other.rows, torch.cat([self.rewards, other.rewards]))
+
+
+def informative(rewards: torch.Tensor, group: int) -> list[int]:
+    """Indices of the groups whose rewards are not all equal: only they get a non-zero advantage.
+
+    informative(torch.tensor([1., 1., 0., 1., 0., 0.]), 2) == [1]
+    """
+    g = rewards.view(-1, group)  # (B, G)
+    return [i for i, differ in enumerate((g != g[:, :1]).any(-1).tolist()) if differ]
+
+
+def dynamic_batch(first: Groups, draw: Callable[[int], Groups], group: int, max_draws: int) -> tuple[Groups, int]:
+    """DAPO dynamic sampling: keep `first`'s informative groups, then draw(n) n more prompts' groups until
+    the batch is full again or `max_draws` extra prompts were spent -> (batch, prompts drawn).
+
+    The batch may end up smaller; if no group was informative the step keeps `first` (only the KL term acts).
+    """
+    want = len(first.prompts)
+    kept, drawn = first.take(informative(first.rewards, group), group), 0
+    while len(kept.prompts) < want and drawn < max_draws:
+        n = min(want, max_draws - drawn)
+        more = draw(n)
+        drawn += n
+        kept = kept + more.take(informative(more.rewards, group), group)
+    if not kept.prompts:
+        return first, drawn
+    return kept.take(list(range(min(want, len(kept.prompts)))), group), drawn
+
+
 def completion_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
     """x (N, T) = prompt + completion (right-padded); y (N, T) = next tokens on completion positions only."""
     from llmkit.data.batching import pad_rows, shift_targets
@@ -74,17 +126,32 @@ def completion_batch(prompts: list[list[int]], completions: list[list[int]], pad
 
 
 def grpo_objective(cfg: FinetuneConfig, policy: Policy, rewards: list[Reward],
-                   eval_fn: Callable[[torch.nn.Module], dict] | None) -> Objective:
+                   eval_fn: Callable[[torch.nn.Module], dict] | None,
+                   pool: list[tuple[list[int], dict]] | None = None) -> Objective:
+    """`pool`: the training prompts dynamic sampling draws extra prompts from (required with it)."""
+    assert pool or not cfg.dynamic_sampling, "dynamic sampling needs a prompt pool"
     pad = policy.tokenizer.pad_id if policy.tokenizer.pad_id is not None else 0
 
-    def step(m, batch):
-        prompts, examples = [p for p, _ in batch], [ex for _, ex in batch]
+    def sample(prompts: list[list[int]], examples: list[dict]) -> Groups:
         seed = int(torch.randint(0, 2**31 - 1, (1,)))  # from the torch RNG the checkpoint restores: exact resume
-        texts, flat, rows = sample_groups(policy, prompts, cfg, seed)
-        policy.model.train()  # the engine switched it to eval
+        texts, _, rows = sample_groups(policy, prompts, cfg, seed)
         r = score(texts, [ex for ex in examples for _ in range(cfg.group_size)], rewards)
+        return Groups(prompts, examples, texts, rows, r)
+
+    def draw(n: int) -> Groups:
+        picks = [pool[i] for i in torch.randint(0, len(pool), (n,)).tolist()]  # torch RNG again: resumable
+        return sample([p for p, _ in picks], [ex for _, ex in picks])
+
+    def step(m, batch):
+        groups = sample([p for p, _ in batch], [ex for _, ex in batch])
+        first_reward, drawn = float(groups.rewards.mean()), 0
+        if cfg.dynamic_sampling:
+            groups, drawn = dynamic_batch(groups, draw, cfg.group_size, cfg.dynamic_sampling_draws)
+        policy.model.train()  # the engine switched it to eval
+        r = groups.rewards
         adv = group_advantages(r, cfg.group_size)
-        x, y = completion_batch(flat, rows, pad)
+        flat = [p for p in groups.prompts for _ in range(cfg.group_size)]
+        x, y = completion_batch(flat, groups.rows, pad)
         x, y = x.to(policy.model.tok_emb.weight.device), y.to(policy.model.tok_emb.weight.device)
         mask = y != IGNORE
         logp = token_logprobs(m(x), y)
@@ -92,8 +159,9 @@ def grpo_objective(cfg: FinetuneConfig, policy: Policy, rewards: list[Reward],
             ref_logp = token_logprobs(ref(x), y)
         loss, kl, clip = grpo_loss(logp, logp.detach(), ref_logp, adv.to(logp.device), mask, cfg.clip_eps,
                                    cfg.kl_beta)
-        return loss, {"reward": float(r.mean()), "reward_std": float(r.view(-1, cfg.group_size).std(-1).mean()),
-                      "kl": kl, "clip_frac": clip, "completion_len": float(mask.sum(-1).float().mean())}
+        return loss, {"reward": first_reward, "reward_std": float(r.view(-1, cfg.group_size).std(-1).mean()),
+                      "kl": kl, "clip_frac": clip, "completion_len": float(mask.sum(-1).float().mean()),
+                      "groups": float(len(groups.prompts)), "extra_prompts": float(drawn)}
 
     return Objective("grpo", step, eval_fn, tokens=lambda batch: sum(len(p) for p, _ in batch) * cfg.group_size)
 
@@ -134,6 +202,6 @@ def grpo(cfg: FinetuneConfig, rewards: list[Reward] | None = None,
         m.train()
         return {"val_reward": acc}
 
-    objective = grpo_objective(cfg, policy, rewards, evaluate if held else None)
+    objective = grpo_objective(cfg, policy, rewards, evaluate if held else None, pool=train)
     return run_objective(cfg, policy, objective, loader, device, rank, world, resume_from, eval_hook)
 

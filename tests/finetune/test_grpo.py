@@ -11,7 +11,8 @@ from llmkit.data.chat_data import template_for
 from llmkit.formats.loader import save_model
 from llmkit.train.finetune import build_policy
 from llmkit.train.ft_config import FinetuneConfig
-from llmkit.train.grpo import completion_batch, grpo, grpo_objective, load_prompts, sample_groups, score
+from llmkit.train.grpo import (Groups, completion_batch, dynamic_batch, grpo, grpo_objective, informative,
+                               load_prompts, sample_groups, score)
 from llmkit.train.losses import IGNORE, group_advantages, token_logprobs
 from llmkit.train.rewards import exact_answer, format_regex, json_schema, reward_fns
 from llmkit.train.state import latest_checkpoint
@@ -106,6 +107,70 @@ def test_grpo_runs_logs_and_resumes_exactly(setup, tmp_path):
     grpo(_cfg(setup, tmp_path / "b", stop_after=2), rewards=[distinct_chars])
     resumed = grpo(_cfg(setup, tmp_path / "b"), rewards=[distinct_chars])
     assert resumed.step == 4
+    a = load_checkpoint(latest_checkpoint(tmp_path / "a")).tensors
+    b = load_checkpoint(latest_checkpoint(tmp_path / "b")).tensors
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _groups(names: list[str], rewards: list[float]) -> Groups:
+    """Fake groups: prompt i is [i]-ish, named by its example; rewards are per sample."""
+    g = len(rewards) // len(names)
+    return Groups([[i] for i in range(len(names))], [{"name": n} for n in names],
+                  [f"{n}{j}" for n in names for j in range(g)], [[j] for _ in names for j in range(g)],
+                  torch.tensor(rewards))
+
+
+def test_informative_groups_are_those_whose_rewards_differ():
+    assert informative(torch.tensor([1., 1., 0., 1., 0., 0., 0.5, 0.5]), 2) == [1]
+    assert informative(torch.tensor([0., 1., 1., 1.]), 4) == [0]
+    assert informative(torch.tensor([1., 1., 1., 1.]), 2) == []
+
+
+def test_dynamic_batch_refills_with_informative_groups_in_order():
+    first = _groups(["a", "b", "c"], [1, 1, 0, 1, 0, 0])  # only b has signal
+    draws = iter([_groups(["d", "e", "f"], [0, 0, 1, 0, 1, 1]), _groups(["g", "h", "i"], [0, 1, 0, 1, 1, 0])])
+    asked = []
+
+    def draw(n):
+        asked.append(n)
+        return next(draws)
+
+    batch, drawn = dynamic_batch(first, draw, group=2, max_draws=6)
+    assert [e["name"] for e in batch.examples] == ["b", "e", "g"]  # full again; "h" is cut, the batch keeps B
+    assert drawn == 6 and asked == [3, 3]
+    assert batch.texts == ["b0", "b1", "e0", "e1", "g0", "g1"] and batch.rewards.tolist() == [0, 1, 1, 0, 0, 1]
+    assert batch.rows == [[0], [1]] * 3
+
+
+def test_dynamic_batch_stops_at_the_budget_and_keeps_first_if_nothing_differs():
+    first = _groups(["a", "b"], [1, 1, 0, 0])
+    batch, drawn = dynamic_batch(first, lambda n: _groups(["x"] * n, [1.0] * (2 * n)), group=2, max_draws=3)
+    assert drawn == 3 and batch is first  # n = 2 then 1: never past the budget
+    partial, drawn = dynamic_batch(first, lambda n: _groups(["y"] + ["z"] * (n - 1), [0., 1.] + [1.] * (2 * n - 2)),
+                                   group=2, max_draws=1)
+    assert drawn == 1 and [e["name"] for e in partial.examples] == ["y"]  # smaller than B when the budget ends
+
+
+def test_dynamic_sampling_config_is_validated(setup, tmp_path):
+    with pytest.raises(ConfigError, match="dynamic_sampling_draws"):
+        _cfg(setup, tmp_path, dynamic_sampling=True, dynamic_sampling_draws=0)
+    with pytest.raises(ConfigError, match="method 'sft'"):
+        FinetuneConfig(method="sft", dynamic_sampling=True)
+
+
+def odd_length(completion, example):
+    return float(len(completion) % 2)  # binary: some groups agree everywhere, so there is something to drop
+
+
+def test_grpo_with_dynamic_sampling_logs_draws_and_resumes_exactly(setup, tmp_path):
+    kw = dict(dynamic_sampling=True, dynamic_sampling_draws=4, group_size=2)
+    grpo(_cfg(setup, tmp_path / "a", **kw), rewards=[odd_length])
+    recs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in recs if "loss" in r]
+    assert all("extra_prompts" in r and r["groups"] <= 2 for r in train)
+    grpo(_cfg(setup, tmp_path / "b", stop_after=2, **kw), rewards=[odd_length])
+    grpo(_cfg(setup, tmp_path / "b", **kw), rewards=[odd_length])
     a = load_checkpoint(latest_checkpoint(tmp_path / "a")).tensors
     b = load_checkpoint(latest_checkpoint(tmp_path / "b")).tensors
     for k in a:
