@@ -2,7 +2,8 @@
 
     python bench/serve.py [--clients 32] [--max-batch 32] [--min-tokens 16] [--max-tokens 96] [--seq 8] [--rounds 5]
 
-A live server (uvicorn on 127.0.0.1, SmolLM2-135M-Instruct, fp32) gets --clients
+A live server (uvicorn on 127.0.0.1, SmolLM2-135M-Instruct, fp32 or
+--weights packed) gets --clients
 chat requests at once, each streaming (SSE) with a random prompt length and a
 random max_tokens; 20% of the clients hang up after a few tokens. Reported:
 aggregate generated tok/s over the wall time, time to first token (p50/p95),
@@ -151,6 +152,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=8, help="requests in the sequential batch-1 baseline")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the load this many times (memory soak)")
+    ap.add_argument("--weights", default="float", choices=["float", "packed"],
+                    help="the GGUF's Q4_1 blocks expanded to float32 (serve's default) or run packed")
     a = ap.parse_args()
     if a.threads:
         import torch
@@ -163,7 +166,7 @@ def main() -> None:
     from llmkit.serve.app import create_app
     from llmkit.serve.state import ServeConfig
 
-    lm = load_model("smollm2", device="cpu", dtype="float32")
+    lm = load_model("smollm2", device="cpu", dtype="float32", keep_quantized=a.weights == "packed")
     specs = make_requests(a.clients, a.min_tokens, a.max_tokens)
     app = create_app(lm, ServeConfig(max_batch=a.max_batch, max_queue=4 * a.clients, served_name="smollm2"))
     port = free_port()
@@ -190,7 +193,7 @@ def main() -> None:
     ttft = [r["ttft"] for r in results if r["ttft"] is not None]
     gaps = [g for r in results for g in r["gaps"]]
     agg, seq = tokens / wall, seq_tokens / seq_time
-    print(f"clients {a.clients} (hung up early: {sum(r['hung_up'] for r in first)}), max_batch {a.max_batch}, "
+    print(f"weights {a.weights}; clients {a.clients} (hung up early: {sum(r['hung_up'] for r in first)}), max_batch {a.max_batch}, "
           f"max_tokens {a.min_tokens}..{a.max_tokens}")
     print(f"errors for well-formed requests: {len(errors)} {[e['status'] for e in errors][:5]}")
     print(f"slots in use after the run: {leaked}; peak RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MB")

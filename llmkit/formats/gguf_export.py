@@ -123,12 +123,17 @@ def _add_config(w, cfg: ModelConfig, name: str, outtype: str) -> None:
             w.add_rope_scaling_orig_ctx_len(cfg.rope_original_max_seq_len)
 
 
+# llama.cpp's spelling of each named pre-tokenizer (`tokenizer.ggml.pre`); it refuses names it does not
+# know, such as plain "gpt2". llmkit's importer reads both spellings.
+LLAMA_CPP_PRE = {"gpt2": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm"}
+
+
 def _add_tokenizer(w, tok) -> None:
     tokens = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(tok.tokens)]
     specials = set(tok.special_tokens.values())
     w.add_tokenizer_model("gpt2")
     if isinstance(tok.pre, str):
-        w.add_tokenizer_pre(tok.pre)
+        w.add_tokenizer_pre(LLAMA_CPP_PRE.get(tok.pre, tok.pre))
     w.add_token_list(tokens)
     w.add_token_types([3 if i in specials else (5 if tok.tokens[i] is None else 1) for i in range(len(tokens))])
     w.add_token_merges([f"{tokens[a]} {tokens[b]}" for a, b, *_ in tok.merge_ids()])

@@ -64,7 +64,7 @@ def test_gguf_export_roundtrip(tiny_ckpt, tmp_path, outtype):
     path, model = tiny_ckpt
     out = convert(str(path), tmp_path / f"tiny-{outtype}.gguf", to="gguf", outtype=outtype)
     gf = read_gguf(out)
-    assert gf.architecture == "llama" and gf.metadata["tokenizer.ggml.pre"] == "gpt2"
+    assert gf.architecture == "llama" and gf.metadata["tokenizer.ggml.pre"] == "gpt-2"  # llama.cpp's name
     assert gf.metadata["tokenizer.chat_template"].startswith("{%")
     lm = load_model(out)
     tol = {"f32": 1e-5, "f16": 5e-3, "q8_0": 5e-2}[outtype]

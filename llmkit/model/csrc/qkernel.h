@@ -169,32 +169,55 @@ template <> inline float min_term<at::Half>(const at::Half* m, const float* xs, 
   return s;
 }
 
-// out[i] = scale of block b0 + i (its group's) * xd[i], for i < nb8 (at most 8 blocks). With one block
-// per group (G = 32: int4 g32, GGUF Q4_0/Q4_1/Q8_0) that is one vector convert and multiply.
+// out[i] = scale of block b0 + i * xd[b0 + i], for i < nb8 (at most 8 blocks), with one block per group
+// (G = 32: int4 g32, GGUF Q4_0/Q4_1/Q8_0): a full run of 8 is one vector convert and multiply.
 template <typename S>
-inline void block_scales(const S* scn, int64_t b0, int64_t nb8, int64_t nb, int sh, const float* xd, float* out) {
-  if (nb == 1 && nb8 == 8) {
+inline void block_scales(const S* scn, int64_t b0, int64_t nb8, const float* xd, float* out) {
+  if (nb8 == 8) {
     __m256 d;
     if constexpr (std::is_same_v<S, float>) d = _mm256_loadu_ps(scn + b0);
     else d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scn + b0)));
     _mm256_storeu_ps(out, _mm256_mul_ps(d, _mm256_loadu_ps(xd + b0)));
     return;
   }
-  for (int64_t i = 0; i < nb8; ++i) {
-    const int64_t b = b0 + i;
-    out[i] = load_scale(scn, sh >= 0 ? b >> sh : b / nb) * xd[b];
+  for (int64_t i = 0; i < nb8; ++i) out[i] = load_scale(scn, b0 + i) * xd[b0 + i];
+}
+
+// Output features [n0, n1) for R rows when a group spans several blocks (per-channel int8, groups of
+// 64 or 128): one scale load per group, and the R rows' accumulators are the independent chains.
+// Measured: for per-channel int8 at 4-8 rows this is about 1.5x faster than staging per-block scales.
+template <typename Blk, int R, typename S>
+void rows_grouped(const int8_t* xq, const float* xd, const float* xsum, int64_t K, const uint8_t* qs, const S* sc,
+                  const S* mn, int64_t G, float* y, int64_t N, int64_t n0, int64_t n1) {
+  const int64_t ng = K / G, nb = G / 32, kb = K / 32, row_bytes = kb * Blk::bytes_per_block;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* q = qs + n * row_bytes;
+    __m256 tot[R];
+    for (int r = 0; r < R; ++r) tot[r] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      const float d = load_scale(sc, n * ng + g);
+      for (int64_t b = g * nb; b < (g + 1) * nb; ++b)
+        for (int r = 0; r < R; ++r)
+          tot[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xd[r * kb + b]),
+                                   Blk::dot(q + b * Blk::bytes_per_block, xq + r * K + b * 32), tot[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+      float v = hsum(tot[r]);
+      if (mn != nullptr) v += min_term(mn + n * ng, xsum + r * ng, ng);
+      y[r * N + n] = v;
+    }
   }
 }
 
-// Output features [n0, n1) for R rows. The block scales (weight scale x activation scale) are formed
+// Output features [n0, n1) for R rows, one block per group. The block scales (weight scale x activation scale) are formed
 // 8 blocks at a time, and blocks alternate between two accumulators per row, so consecutive blocks'
 // FMAs do not wait on each other.
 template <typename Blk, int R, typename S>
 void rows(const int8_t* xq, const float* xd, const float* xsum, int64_t K, const uint8_t* qs, const S* sc,
           const S* mn, int64_t G, float* y, int64_t N, int64_t n0, int64_t n1) {
   const int64_t ng = K / G, nb = G / 32, kb = K / 32, row_bytes = kb * Blk::bytes_per_block;
+  if (nb > 1) return rows_grouped<Blk, R, S>(xq, xd, xsum, K, qs, sc, mn, G, y, N, n0, n1);
   constexpr int64_t B = Blk::bytes_per_block;
-  const int sh = (nb & (nb - 1)) == 0 ? __builtin_ctzll(nb) : -1;  // block -> group without a division
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* q = qs + n * row_bytes;
     const S* scn = sc + n * ng;
@@ -203,7 +226,7 @@ void rows(const int8_t* xq, const float* xd, const float* xsum, int64_t K, const
     for (int64_t b0 = 0; b0 < kb; b0 += 8) {
       const int64_t nb8 = std::min<int64_t>(8, kb - b0);
       alignas(32) float ds[R][8];
-      for (int r = 0; r < R; ++r) block_scales(scn, b0, nb8, nb, sh, xd + r * kb, ds[r]);
+      for (int r = 0; r < R; ++r) block_scales(scn, b0, nb8, xd + r * kb, ds[r]);
       int64_t i = 0;
       for (; i + 2 <= nb8; i += 2) {
         const uint8_t* qb = q + (b0 + i) * B;
