@@ -104,9 +104,10 @@ def main() -> None:
     failed = False
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        sources = {"smollm2": "smollm2", "gpt2": None}
         for name in a.models.split(","):
-            src = sources[name] if name == "smollm2" else str(gpt2_source(tmp))
+            if name not in ("smollm2", "gpt2"):
+                ap.error(f"unknown model {name!r}: choose smollm2 and/or gpt2")
+            src = "smollm2" if name == "smollm2" else str(gpt2_source(tmp))
             for outtype in a.outtypes.split(","):
                 path = convert(src, tmp / f"{name}-{outtype}.gguf", to="gguf", outtype=outtype)
                 c = compare(llmkit_side(path, a.tokens), llama_side(a.llama_python, path, a.tokens))

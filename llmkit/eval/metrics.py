@@ -14,6 +14,8 @@ import re
 import string
 from collections import Counter
 
+from llmkit.core.stats import mean_stderr  # noqa: F401  (re-exported: the harness and tests use it from here)
+
 # ---- multiple choice -----------------------------------------------------------------------
 
 
@@ -161,16 +163,6 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 
 # ---- uncertainty ---------------------------------------------------------------------------
-
-
-def mean_stderr(values: list[float]) -> float:
-    """Standard error of the mean: sample standard deviation (n - 1) / sqrt(n)."""
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    mu = sum(values) / n
-    var = sum((v - mu) ** 2 for v in values) / (n - 1)
-    return math.sqrt(var / n)
 
 
 def bootstrap_stderr(values: list[float], iters: int = 1000, seed: int = 1234) -> float:

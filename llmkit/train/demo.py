@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmkit.core.fileio import atomic_write_file
+from llmkit.core.stats import mean_stderr
 from llmkit.train.ft_config import FinetuneConfig
 
 QUESTION = "What is {a} + {b}? Reply with only the number."
@@ -177,10 +178,11 @@ def run_demo(out: str | Path = "runs/finetune-demo", quick: bool = False, seed: 
     held = problems(sizes.eval, rng)
     train = problems(sizes.train, rng, exclude=set(held))
     report = DemoReport()
+    from llmkit.train.rewards import exact_answer
 
     def measure(stage: str, spec: str, t0: float) -> None:
         acc, texts = accuracy(spec, held)
-        correct = [t.strip() == str(a + b) for t, (a, b) in zip(texts, held)]  # what exact_answer checks
+        correct = [exact_answer(t, {"answer": str(a + b)}) == 1.0 for t, (a, b) in zip(texts, held)]
         prev = report.rows[-1]["correct"] if report.rows else correct
         report.rows.append({"stage": stage, "accuracy": acc, "stderr": stderr(acc, len(held)),
                             "change": acc - sum(prev) / len(prev), "change_stderr": paired_stderr(prev, correct),
@@ -207,12 +209,8 @@ def paired_stderr(before: list[bool], after: list[bool]) -> float:
     Tighter than two independent errors: problems both stages get right (or wrong) add no noise.
     paired_stderr([1, 1, 0, 0], [1, 0, 1, 1]) == sqrt(11/12) / 2
     """
-    d = [int(a) - int(b) for a, b in zip(after, before)]
-    n = len(d)
-    if n < 2:
-        return 0.0
-    mean = sum(d) / n
-    return math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+    d = [float(int(a) - int(b)) for a, b in zip(after, before)]
+    return mean_stderr(d) if len(d) >= 2 else 0.0
 
 
 def _write_report(report: DemoReport, out: Path, sizes: DemoSizes, quick: bool) -> DemoReport:
